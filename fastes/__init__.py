@@ -1,0 +1,3 @@
+"""fastes: evolution strategies, fast, on CPU cores."""
+
+__version__ = "0.1.0"

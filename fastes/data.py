@@ -1,0 +1,245 @@
+"""Datasets: the bundled MNIST IDX files, any IDX folder, and scikit-learn's 8x8 digits.
+
+Every dataset comes out the same way: float32 pixels scaled to [0, 1], flattened
+row-major, and int32 labels. Any problem raises :class:`DatasetError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+
+#: IDX file names, as in the original distribution (with or without a ``.gz`` suffix).
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+DATASETS = ("mnist", "digits")
+
+# IDX type codes (third byte of the magic number) and their big-endian dtypes.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/test split ready for training.
+
+    Attributes
+    ----------
+    name : str
+        Where it came from (``"mnist"``, ``"digits"`` or a folder path).
+    x_train : ndarray of shape (n_train, n_features), float32 in [0, 1]
+    y_train : ndarray of shape (n_train,), int32 in [0, n_classes)
+    x_test : ndarray of shape (n_test, n_features), float32 in [0, 1]
+    y_test : ndarray of shape (n_test,), int32 in [0, n_classes)
+    n_classes : int
+    image_shape : tuple of int
+        Shape of one image, for plots (28, 28) or (8, 8).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    image_shape: tuple[int, int]
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def bundled_mnist_dir() -> Path:
+    """Folder of the MNIST files shipped inside the package."""
+    return Path(str(resources.files("fastes") / "datasets" / "mnist"))
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset file {path}: {exc.strerror or exc}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, ValueError) as exc:
+            raise DatasetError(
+                f"dataset file {path} is not a valid gzip file ({exc}); "
+                "replace it with an intact copy"
+            ) from None
+    return raw
+
+
+def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Parse the bytes of one IDX file.
+
+    Parameters
+    ----------
+    raw : bytes
+        Decompressed IDX contents.
+    source : str
+        Name used in error messages.
+
+    Returns
+    -------
+    ndarray of shape given by the header, native byte order.
+    """
+    if len(raw) < 4:
+        raise DatasetError(f"{source}: file is {len(raw)} bytes, too short for an IDX header")
+    if raw[0] != 0 or raw[1] != 0:
+        raise DatasetError(
+            f"{source}: bad magic number {raw[:4].hex()} (an IDX file starts with 0000); "
+            "is this an MNIST-format file?"
+        )
+    code, ndim = raw[2], raw[3]
+    if code not in _IDX_DTYPES:
+        raise DatasetError(f"{source}: unknown IDX dtype code 0x{code:02x}")
+    if ndim == 0:
+        raise DatasetError(f"{source}: IDX header declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{source}: truncated header ({len(raw)} bytes, need {header})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = _IDX_DTYPES[code]
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DatasetError(
+            f"{source}: payload length mismatch: header says {dims} ({expected} bytes in all) "
+            f"but the file has {len(raw)} bytes; the file is truncated or corrupt"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    raise DatasetError(
+        f"dataset file {stem}(.gz) not found in {folder}; "
+        "the folder must hold the four MNIST-format IDX files"
+    )
+
+
+def _read_checksums(folder: Path) -> dict[str, str]:
+    sums: dict[str, str] = {}
+    text = (folder / "SHA256SUMS").read_text()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#"):
+            sums[parts[1]] = parts[0]
+    return sums
+
+
+def load_idx_folder(folder: str | Path, verify_checksums: bool = False, name: str | None = None) -> Dataset:
+    """Load the four IDX files of an MNIST-format folder.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Folder holding ``train-images-idx3-ubyte[.gz]`` and the three other files.
+    verify_checksums : bool
+        Check each decompressed file against ``SHA256SUMS`` in the folder.
+
+    Returns
+    -------
+    Dataset
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"data folder {folder} does not exist or is not a folder")
+    sums = _read_checksums(folder) if verify_checksums else {}
+    arrays = {}
+    for key, stem in IDX_FILES.items():
+        path = _find(folder, stem)
+        raw = _read_bytes(path)
+        if verify_checksums:
+            digest = hashlib.sha256(raw).hexdigest()
+            if sums.get(stem) != digest:
+                raise DatasetError(
+                    f"{path}: SHA-256 {digest[:16]}... does not match the bundled checksum; "
+                    "the file is corrupt, reinstall fastes"
+                )
+        arrays[key] = (parse_idx(raw, str(path)), path)
+    return _assemble(arrays, name or str(folder))
+
+
+def _assemble(arrays: dict, name: str) -> Dataset:
+    out = {}
+    for split in ("train", "test"):
+        images, ipath = arrays[f"{split}_images"]
+        labels, lpath = arrays[f"{split}_labels"]
+        if images.ndim < 2:
+            raise DatasetError(f"{ipath}: images must have at least 2 dimensions, found {images.ndim}")
+        if labels.ndim != 1:
+            raise DatasetError(f"{lpath}: labels must be 1-dimensional, found shape {labels.shape}")
+        if len(images) != len(labels):
+            raise DatasetError(
+                f"{ipath} holds {len(images)} images but {lpath} holds {len(labels)} labels; "
+                "images and labels must come from the same dataset"
+            )
+        if images.dtype != np.uint8:
+            raise DatasetError(f"{ipath}: expected unsigned byte pixels, found {images.dtype}")
+        if len(labels) and (labels.min() < 0):
+            raise DatasetError(f"{lpath}: negative label {labels.min()}")
+        out[f"x_{split}"] = (images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0))
+        out[f"y_{split}"] = labels.astype(np.int32)
+        out[f"shape_{split}"] = images.shape[1:]
+    if out["shape_train"] != out["shape_test"]:
+        raise DatasetError(f"train images {out['shape_train']} and test images {out['shape_test']} differ in shape")
+    n_classes = int(max(out["y_train"].max(initial=0), out["y_test"].max(initial=0))) + 1
+    shape = out["shape_train"]
+    image_shape = (int(shape[0]), int(np.prod(shape[1:]))) if len(shape) >= 2 else (1, int(shape[0]))
+    return Dataset(name, out["x_train"], out["y_train"], out["x_test"], out["y_test"], n_classes, image_shape)
+
+
+def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """scikit-learn's bundled 8x8 digits, pixels scaled by 1/16, split stratified."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int32)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    return Dataset("digits", x_tr, y_tr, x_te, y_te, 10, (8, 8))
+
+
+_CACHE: dict[str, Dataset] = {}
+
+
+def load_dataset(name: str = "mnist", data_dir: str | Path | None = None) -> Dataset:
+    """Load a dataset by name, or the IDX files of ``data_dir`` when given.
+
+    The bundled MNIST is verified against its SHA-256 sums on load. Bundled datasets are
+    cached per process (they cannot change); a ``data_dir`` is read afresh each call.
+    """
+    if data_dir is not None:
+        return load_idx_folder(data_dir)
+    if name in _CACHE:
+        return _CACHE[name]
+    if name == "mnist":
+        ds = load_idx_folder(bundled_mnist_dir(), verify_checksums=True, name="mnist")
+    elif name == "digits":
+        ds = load_digits_dataset()
+    else:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or pass --data-dir")
+    _CACHE[name] = ds
+    return ds
