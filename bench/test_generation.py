@@ -1,0 +1,38 @@
+"""One ES generation per config of fastes.bench.CONFIGS, on each backend.
+
+`pytest bench --benchmark-only` times them; plain `pytest` runs each once as a smoke test.
+Compare backends with `--benchmark-group-by=param:name`.
+"""
+
+import numpy as np
+import pytest
+
+from fastes.bench import CONFIGS, Generation
+
+# The NumPy reference takes seconds per generation at population 4096: time it only where
+# it finishes in reasonable time; `fastes bench` times every pair.
+SLOW_FOR_NUMPY = {"full-4096", "lowrank-r1-4096", "lowrank-r4-4096"}
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_generation(benchmark, name, backend):
+    if backend == "numpy" and name in SLOW_FOR_NUMPY:
+        pytest.skip("the NumPy reference is timed on these by `fastes bench`, not per commit")
+    gen = Generation(name, backend)
+    gen()  # compile / warm up outside the timing
+    before = gen.state.theta.copy()
+    benchmark.pedantic(gen, rounds=5 if name in ("seed", "medium") else 2, iterations=1, warmup_rounds=0)
+    assert np.isfinite(gen.state.theta).all()
+    assert not np.array_equal(before, gen.state.theta)
+
+
+@pytest.mark.parametrize("name", ["seed", "medium", "lowrank-r1-4096"])
+def test_backends_agree_on_bench_configs(name):
+    """The comparison table also drives correctness: both backends, same generation."""
+    fast, slow = Generation(name, "numba"), Generation(name, "numpy")
+    offsets = fast.trainer.es.ask(fast.state)
+    rows = fast.rows
+    a = fast.trainer.backend.population_losses(fast.state.theta, offsets, fast.config.sigma, rows)
+    b = slow.trainer.backend.population_losses(slow.state.theta, offsets, slow.config.sigma, rows)
+    np.testing.assert_allclose(a, b, rtol=1e-4)

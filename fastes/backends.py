@@ -1,0 +1,149 @@
+"""Backends: who evaluates a population and sums its noise.
+
+``numba`` runs the kernels of :mod:`fastes.kernels`; ``numpy`` runs the reference of
+:mod:`fastes.reference`. Both see the same data, parameters and noise offsets, so for the
+same seed they follow the same trajectory (within float32 rounding). The ``ray`` backend
+(:mod:`fastes.ray_backend`) spreads the numba backend over a cluster.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from . import kernels, reference
+from .errors import ConfigError
+
+
+def to_csr(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR form of a dense (N, d) float32 matrix: (indptr int64, indices int32, values float32)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    mask = x != 0
+    indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
+    np.cumsum(mask.sum(axis=1), out=indptr[1:])
+    indices = np.nonzero(mask)[1].astype(np.int32)
+    return indptr, indices, x[mask]
+
+
+def set_threads(threads: int | None) -> int:
+    """Set Numba's thread count (None: all cores) and return it."""
+    if threads is None:
+        threads = numba.config.NUMBA_NUM_THREADS
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        raise ConfigError(
+            f"threads={threads} but this machine allows at most {numba.config.NUMBA_NUM_THREADS}; "
+            "lower --threads (or set NUMBA_NUM_THREADS)"
+        )
+    numba.set_num_threads(threads)
+    return threads
+
+
+class NumbaBackend:
+    """Population evaluation with the Numba kernels.
+
+    Parameters
+    ----------
+    config : Config
+    layout : ParamLayout
+    table : ndarray of shape (T,), float32
+    x : ndarray of shape (N, d), float32, training inputs
+    y : ndarray of shape (N,), int32
+    """
+
+    name = "numba"
+
+    def __init__(self, config, layout, table, x, y):
+        self.config = config
+        self.layout = layout
+        self.table = table
+        self.threads = set_threads(config.threads)
+        self.csr = to_csr(x)
+        self.labels = np.ascontiguousarray(y, dtype=np.int32)
+        self.loss_code = kernels.LOSS_CODES[config.loss]
+        self.lowrank = config.perturbation == "lowrank"
+        self.workspace = kernels.PopulationWorkspace(
+            layout, config.n_noise, config.antithetic, config.batch_size, config.perturbation, config.rank, self.threads
+        )
+        self.grad = np.empty(layout.size, dtype=np.float64)
+        self.stacks = kernels.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
+        batch = config.batch_size
+        self.logits = np.empty((batch, layout.dims[-1]), dtype=np.float32)
+        self.row_loss = np.empty(batch, dtype=np.float64)
+        self.row_correct = np.empty(batch, dtype=np.int64)
+        self.scratch = kernels.scratch_for(layout.dims)
+        self.dims, self.w_start, self.b_start = layout.dims_array, layout.w_start, layout.b_start
+
+    def population_losses(self, theta, offsets, sigma, rows):
+        """Mean batch loss of every member, shape (n,), float64 (a view reused next call)."""
+        losses, _ = self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels, self.loss_code)
+        return losses
+
+    def noise_sum(self, offsets, weights):
+        """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64."""
+        if self.lowrank:
+            return kernels.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.config.rank, self.grad, self.stacks)
+        kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
+        return self.grad
+
+    def batch_metrics(self, theta, rows):
+        """Summed loss (float) and correct count (int) of the model on training rows."""
+        n = len(rows)
+        logits = self.logits[:n]
+        kernels._forward_rows(theta, self.dims, self.w_start, self.b_start, *self.csr, rows, self.scratch, logits)
+        kernels._batch_losses(logits, self.labels, rows, self.loss_code, self.row_loss[:n], self.row_correct[:n])
+        return float(self.row_loss[:n].sum()), int(self.row_correct[:n].sum())
+
+
+class NumpyBackend:
+    """Population evaluation with the plain NumPy reference (same interface)."""
+
+    name = "numpy"
+
+    def __init__(self, config, layout, table, x, y):
+        self.config = config
+        self.layout = layout
+        self.table = table
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.labels = np.ascontiguousarray(y, dtype=np.int32)
+
+    def population_losses(self, theta, offsets, sigma, rows):
+        c = self.config
+        losses, _ = reference.population_losses(
+            theta, self.table, offsets, sigma, c.antithetic, self.layout, self.x[rows], self.labels[rows],
+            c.loss, c.perturbation, c.rank,
+        )
+        return losses
+
+    def noise_sum(self, offsets, weights):
+        if self.config.perturbation == "lowrank":
+            return reference.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.config.rank)
+        return reference.noise_weighted_sum(self.table, offsets, weights, self.layout.size)
+
+    def batch_metrics(self, theta, rows):
+        logits = reference.forward_logits(theta, self.layout, self.x[rows])
+        row_loss, ok = reference.losses_from_logits(logits, self.labels[rows], self.config.loss)
+        return float(row_loss.sum()), int(ok.sum())
+
+
+def make_backend(config, layout, table, x, y):
+    """The backend named by ``config.backend``."""
+    if config.backend == "numba":
+        return NumbaBackend(config, layout, table, x, y)
+    if config.backend == "numpy":
+        return NumpyBackend(config, layout, table, x, y)
+    from .ray_backend import RayBackend
+
+    return RayBackend(config, layout, table, x, y)
+
+
+def predict_logits(theta, layout, x, chunk: int = 8192) -> np.ndarray:
+    """Logits (N, C) of a model for dense inputs (N, d), with the Numba forward kernel."""
+    out = np.empty((x.shape[0], layout.dims[-1]), dtype=np.float32)
+    scratch = kernels.scratch_for(layout.dims)
+    theta = np.ascontiguousarray(theta, dtype=np.float32)
+    for start in range(0, x.shape[0], chunk):
+        part = x[start : start + chunk]
+        csr = to_csr(part)
+        rows = np.arange(part.shape[0], dtype=np.int64)
+        kernels.forward_logits(theta, layout, csr, rows, out=out[start : start + chunk], scratch=scratch)
+    return out

@@ -1,0 +1,209 @@
+"""The ``fastes`` command line: train, evaluate, predict, bench, plot.
+
+Any :class:`fastes.errors.FastesError` (and an unwritable file) becomes one line on stderr
+and exit status 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import CHOICES, PRESETS, resolve
+from .errors import FastesError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2, as for every other bad input
+        sys.stderr.write(f"fastes: error: {message} (see fastes {self.prog.split()[-1]} --help)\n")
+        raise SystemExit(2)
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training options (override the preset and --config)")
+    g.add_argument("--dataset", choices=CHOICES["dataset"])
+    g.add_argument("--data-dir", help="folder with the four MNIST-format IDX files (e.g. Fashion-MNIST)")
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--max-seconds", type=_float, help="stop cleanly after this many seconds of training")
+    g.add_argument("--population", type=_positive_int)
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--hidden", help="hidden layer sizes, e.g. 16,16")
+    g.add_argument("--sigma", type=_float)
+    g.add_argument("--lr", type=_float)
+    g.add_argument("--init", choices=CHOICES["init"])
+    g.add_argument("--init-std", type=_float)
+    g.add_argument("--antithetic", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--shaping", choices=CHOICES["shaping"])
+    g.add_argument("--loss", choices=CHOICES["loss"])
+    g.add_argument("--optimizer", choices=CHOICES["optimizer"])
+    g.add_argument("--momentum", type=_float)
+    g.add_argument("--weight-decay", type=_float)
+    g.add_argument("--lr-schedule", choices=CHOICES["lr_schedule"])
+    g.add_argument("--lr-decay", type=_float)
+    g.add_argument("--sigma-schedule", choices=CHOICES["sigma_schedule"])
+    g.add_argument("--sigma-decay", type=_float)
+    g.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--perturbation", choices=CHOICES["perturbation"])
+    g.add_argument("--rank", type=_positive_int)
+    g.add_argument("--eval-every-seconds", type=_float)
+    g.add_argument("--seed", type=_positive_int)
+    g.add_argument("--backend", choices=CHOICES["backend"])
+    g.add_argument("--threads", type=_positive_int, help="Numba threads (default: all cores)")
+    g.add_argument("--address", help="Ray cluster address (with --backend ray)")
+    g.add_argument("--workers", type=_positive_int, help="Ray workers (with --backend ray)")
+
+
+_TRAINING_KEYS = (
+    "dataset", "data_dir", "epochs", "max_seconds", "population", "batch_size", "hidden", "sigma", "lr", "init",
+    "init_std", "antithetic", "shaping", "loss", "optimizer", "momentum", "weight_decay", "lr_schedule", "lr_decay",
+    "sigma_schedule", "sigma_decay", "shuffle", "perturbation", "rank", "eval_every_seconds", "seed", "backend",
+    "threads", "address", "workers",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastes", description="Train neural networks with evolution strategies, fast, on CPU cores.")
+    parser.add_argument("--version", action="version", version=f"fastes {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model and write results to a folder")
+    t.add_argument("--preset", choices=list(PRESETS), help="starting configuration (default: default)")
+    t.add_argument("--config", help="TOML file of options (flags override it)")
+    t.add_argument("--out", help="results folder (default: runs/<timestamp>)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="write into an existing results folder")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_training_options(t)
+
+    e = sub.add_parser("evaluate", help="loss, accuracy and per-class report of a model file")
+    e.add_argument("model")
+    e.add_argument("--dataset", choices=CHOICES["dataset"], default=None)
+    e.add_argument("--data-dir")
+    e.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("predict", help="classify digit images (PNG/JPEG)")
+    pr.add_argument("model")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--invert", action="store_true", help="images are dark digits on a light background")
+    pr.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("bench", help="time one generation: numba kernels against plain NumPy")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--configs", help="comma-separated config names (default: all)")
+    b.add_argument("--repeats", type=_positive_int, default=None, help="timed generations per backend and config")
+    b.add_argument("--threads", type=_positive_int)
+
+    pl = sub.add_parser("plot", help="test accuracy against wall time for run folders")
+    pl.add_argument("runs", nargs="+", help="run folders (each with metrics.csv), optionally LABEL=DIR")
+    pl.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
+                "plot": cmd_plot}[args.command](args)
+    except FastesError as exc:
+        sys.stderr.write(f"fastes: error: {exc}\n")
+        return 2
+    except PermissionError as exc:
+        sys.stderr.write(f"fastes: error: permission denied writing {exc.filename}; choose a writable folder\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("fastes: interrupted\n")
+        return 130
+
+
+def cmd_train(args) -> int:
+    from .progress import make_progress
+    from .runs import default_out_dir, train_to_folder
+
+    overrides = {k: getattr(args, k) for k in _TRAINING_KEYS}
+    if args.resume:
+        out = Path(args.resume)
+        changes = {k: overrides[k] for k in ("threads", "epochs", "max_seconds")}
+        config = None
+    else:
+        out = Path(args.out) if args.out else default_out_dir()
+        config = resolve(args.preset, args.config, **overrides)
+        changes = None
+    with make_progress(quiet=args.quiet) as progress:
+        summary, code = train_to_folder(config, out, resume=bool(args.resume), overwrite=args.overwrite,
+                                        progress=progress, resume_changes=changes)
+    final = summary["final"]
+    if not args.quiet:
+        print(
+            f"{'stopped' if code else 'done'}: test accuracy {final['test_accuracy']:.4f}, "
+            f"train accuracy {final['train_accuracy']:.4f}, {summary['generations']} generations in "
+            f"{summary['wall_seconds']:.1f} s ({summary['generations_per_second']:.0f}/s); results in {out}"
+        )
+    if code:
+        sys.stderr.write(f"fastes: stopped by signal; continue with: fastes train --resume {out}\n")
+    return code
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_model
+
+    result = evaluate_model(args.model, args.dataset, args.data_dir)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "report"}))
+    else:
+        print(f"dataset {result['dataset']} (test split): loss {result['test_loss']:.4f}, "
+              f"accuracy {result['test_accuracy']:.4f}")
+        print(result["report"])
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .evaluate import predict_images
+
+    results = predict_images(args.model, args.images, invert=args.invert)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            probs = " ".join(f"{p:.3f}" for p in r["probabilities"])
+            print(f"{r['image']}: {r['label']}  [{probs}]")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_table, run_bench
+
+    names = [n.strip() for n in args.configs.split(",")] if args.configs else None
+    result = run_bench(names, repeats=args.repeats, threads=args.threads)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .evaluate import plot_runs
+
+    plot_runs(args.runs, Path(args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Reporting: metrics.csv, summary.json and the plots of a run folder.
+
+Everything here reads finished numbers and writes files; nothing trains.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .storage import atomic_write_text
+from .trainer import METRIC_COLUMNS
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_metrics_csv(path: Path, history: list[dict]) -> None:
+    """One row per record (every epoch, and every ``eval_every_seconds``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row[k] for k in METRIC_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_metrics_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _clean(value):
+    """JSON has no NaN: write null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(_clean(data), indent=2) + "\n")
+
+
+def plot_metrics(path: Path, history: list[dict], title: str = "") -> None:
+    """Loss and accuracy curves (train and test) against epochs."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_loss", "train (batches)"), ("test_loss", "test")):
+        ax_loss.plot(epochs, [r[key] for r in history], label=label)
+    for key, label in (("train_accuracy", "train (batches)"), ("test_accuracy", "test")):
+        ax_acc.plot(epochs, [r[key] for r in history], label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_examples(path: Path, images: np.ndarray, image_shape, predictions, truth, n: int = 16) -> None:
+    """A 4x4 grid of test images titled with prediction and truth; mistakes in red."""
+    plt = _pyplot()
+    side = int(math.ceil(math.sqrt(n)))
+    fig, axes = plt.subplots(side, side, figsize=(2 * side, 2.2 * side))
+    for i, ax in enumerate(np.ravel(axes)):
+        ax.axis("off")
+        if i >= min(n, len(images)):
+            continue
+        ax.imshow(images[i].reshape(image_shape), cmap="gray")
+        wrong = predictions[i] != truth[i]
+        ax.set_title(f"pred {predictions[i]} / true {truth[i]}" + (" ✗" if wrong else ""), color="red" if wrong else "black", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(path: Path, truth, predictions, labels) -> None:
+    """scikit-learn's ConfusionMatrixDisplay of the test predictions."""
+    plt = _pyplot()
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    ConfusionMatrixDisplay.from_predictions(truth, predictions, labels=labels, ax=ax, colorbar=False)
+    ax.set_title("test confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def classification_table(truth, predictions, labels) -> str:
+    """Per-class precision/recall/F1 (scikit-learn's classification_report)."""
+    from sklearn.metrics import classification_report
+
+    return classification_report(truth, predictions, labels=labels, digits=4, zero_division=0)
+
+
+def plot_accuracy_vs_time(path: Path, runs: list[tuple[str, list[dict]]]) -> None:
+    """Test accuracy against wall seconds (log scale) for several runs on one plot."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, history in runs:
+        points = [(r["wall_seconds"], r["test_accuracy"]) for r in history if r["wall_seconds"] > 0]
+        if points:
+            ax.plot(*zip(*points), marker=".", label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel="wall seconds (log scale)", ylabel="test accuracy", title="test accuracy against wall time")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,111 @@
+"""The evolution strategy: fitness shaping, noise weights and the ask/tell cycle.
+
+Ask/tell on an explicit state (after evosax): :meth:`OpenES.ask` says which noise vectors a
+generation uses (their table offsets, a pure function of seed and generation), somebody
+evaluates the population (:mod:`fastes.backends`), and :meth:`OpenES.tell` turns the losses
+into a gradient estimate and an optimizer step.
+
+Gradient estimate, as in the original program: with ``eps_i = sigma * u_i`` the perturbation
+of member ``i`` and ``adv_i`` its shaped loss, ``g = sum_i adv_i eps_i / (n sigma)
+= sum_i adv_i u_i / n``; the optimizer then descends ``g`` (SGD: ``theta -= lr * g``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .noise import member_offsets
+from .optimizers import make_optimizer
+
+
+def zscore(fitness: np.ndarray) -> np.ndarray:
+    """(f - mean) / std, the original's advantages; all zeros when std == 0."""
+    f = np.asarray(fitness, dtype=np.float64)
+    std = f.std()
+    if not std > 0.0:
+        return np.zeros_like(f)
+    return (f - f.mean()) / std
+
+
+def centered_rank(fitness: np.ndarray) -> np.ndarray:
+    """Ranks mapped linearly to [-0.5, 0.5] (OpenAI ES); ties broken by member order."""
+    f = np.asarray(fitness, dtype=np.float64)
+    n = f.size
+    if n < 2:
+        return np.zeros_like(f)
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[np.argsort(f, kind="stable")] = np.arange(n, dtype=np.float64)
+    return ranks / (n - 1) - 0.5
+
+
+SHAPING = {"zscore": zscore, "centered-rank": centered_rank}
+
+
+def noise_weights(advantages: np.ndarray, antithetic: bool) -> np.ndarray:
+    """Weight of each noise vector: its member's advantage, or ``adv(+u) - adv(-u)``."""
+    if antithetic:
+        return advantages[0::2] - advantages[1::2]
+    return advantages.copy()
+
+
+def schedule(kind: str, base: float, decay: float, epoch: int, progress: float) -> float:
+    """A learning rate or sigma: ``constant``, ``exponential`` (``decay**epoch``) or
+    ``cosine`` (annealed to zero over ``progress`` in [0, 1])."""
+    if kind == "constant":
+        return base
+    if kind == "exponential":
+        return base * decay**epoch
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+@dataclass
+class ESState:
+    """Everything that evolves during training.
+
+    Attributes
+    ----------
+    theta : ndarray of shape (P,), float32
+        Current parameters.
+    generation : int
+        Generations done so far (indexes the noise).
+    """
+
+    theta: np.ndarray
+    generation: int = 0
+
+
+class OpenES:
+    """OpenAI-style ES over a flat parameter vector.
+
+    Parameters
+    ----------
+    config : Config
+    noise_size : int
+        Length of one noise vector in the table (P, or the low-rank size).
+    table_size : int
+        Entries in the shared noise table.
+    """
+
+    def __init__(self, config, noise_size: int, table_size: int, n_params: int):
+        self.config = config
+        self.noise_size = noise_size
+        self.table_size = table_size
+        self.shape = SHAPING[config.shaping]
+        self.optimizer = make_optimizer(config, n_params)
+
+    def ask(self, state: ESState) -> np.ndarray:
+        """Table offsets of this generation's noise vectors, shape (n_noise,), int64."""
+        return member_offsets(self.config.seed, state.generation, self.config.n_noise, self.noise_size, self.table_size)
+
+    def weights(self, losses: np.ndarray) -> np.ndarray:
+        """Per-noise-vector weights of the gradient estimate, already divided by n."""
+        return noise_weights(self.shape(losses), self.config.antithetic) / self.config.population
+
+    def tell(self, state: ESState, grad: np.ndarray, lr: float) -> ESState:
+        """Take one optimizer step along the gradient estimate ``grad`` (P,), float64."""
+        self.optimizer.step(state.theta, grad, lr)
+        state.generation += 1
+        return state

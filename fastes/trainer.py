@@ -1,0 +1,238 @@
+"""The training loop: thin Python around the population kernels.
+
+Per generation: ask the strategy for noise offsets, let the backend score the population
+on the next batch, shape the losses into noise weights, let the backend sum the weighted
+noise into a gradient estimate, take an optimizer step, then score the updated model on
+the same batch (the original program's per-epoch training curve is the mean of those).
+Test loss and accuracy are measured at the end of every epoch and every
+``eval_every_seconds``. All of it is resumable from a :class:`TrainState`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .backends import make_backend, predict_logits
+from .data import Dataset, load_dataset
+from .errors import DivergenceError
+from .layout import ParamLayout
+from .noise import TABLE_SIZE, noise_table
+from .reference import losses_from_logits
+from .strategy import ESState, OpenES, schedule
+
+#: Test-accuracy levels whose first wall second ``summary.json`` records.
+ACCURACY_LEVELS = ("0.80", "0.85", "0.89", "0.95", "0.97", "0.98")
+
+METRIC_COLUMNS = ("epoch", "generation", "wall_seconds", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly where it stopped.
+
+    Attributes
+    ----------
+    theta : ndarray of shape (P,), float32
+    generation : int
+        Generations done (indexes the noise).
+    epoch, batch : int
+        Epoch in progress and index of its next batch.
+    loss_sum, correct, seen : float, int, int
+        Running sums over the epoch's batches so far (updated model on its batch).
+    elapsed : float
+        Wall seconds of training before this process took over.
+    history : list of dict
+        Rows of metrics.csv so far.
+    time_to_accuracy : dict
+        First wall second at which test accuracy reached each of :data:`ACCURACY_LEVELS`.
+    """
+
+    theta: np.ndarray
+    generation: int = 0
+    epoch: int = 0
+    batch: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    elapsed: float = 0.0
+    history: list = field(default_factory=list)
+    time_to_accuracy: dict = field(default_factory=lambda: {k: None for k in ACCURACY_LEVELS})
+    optimizer: dict = field(default_factory=dict)
+
+    @property
+    def finished_epochs(self) -> int:
+        return self.epoch
+
+
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
+    """Row order of an epoch: in order (the original), or a permutation from (seed, epoch)."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n).astype(np.int64)
+
+
+class Trainer:
+    """Trains an MLP with ES as ``config`` says.
+
+    Parameters
+    ----------
+    config : Config
+    dataset : Dataset, optional
+        Loaded from ``config.dataset`` / ``config.data_dir`` when not given. A dataset with
+        an empty test split skips test evaluation (the estimator's case).
+    progress : callable, optional
+        Called about every 0.25 s and at each metrics row with a dict of live figures.
+    """
+
+    def __init__(self, config, dataset: Dataset | None = None, progress: Callable[[dict], None] | None = None):
+        self.config = config
+        self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
+        ds = self.dataset
+        self.layout = ParamLayout.for_mlp(ds.n_features, config.hidden, ds.n_classes)
+        self.table = noise_table()
+        noise_size = self.layout.noise_size(config.perturbation, config.rank)
+        self.es = OpenES(config, noise_size, TABLE_SIZE, self.layout.size)
+        self.backend = make_backend(config, self.layout, self.table, ds.x_train, ds.y_train)
+        self.n_train = ds.x_train.shape[0]
+        self.n_batches = math.ceil(self.n_train / config.batch_size)
+        self.total_generations = config.epochs * self.n_batches
+        self.progress = progress
+        self.stop_requested = False
+
+    # ------------------------------------------------------------------ state
+
+    def initial_state(self) -> TrainState:
+        rng = np.random.default_rng(self.config.seed)
+        theta = self.layout.init(self.config.init, self.config.init_std, rng)
+        return TrainState(theta=theta)
+
+    def evaluate(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Mean loss and accuracy of ``theta`` on (x (N, d), y (N,))."""
+        if len(y) == 0:
+            return float("nan"), float("nan")
+        logits = predict_logits(theta, self.layout, x)
+        row_loss, ok = losses_from_logits(logits, y, self.config.loss)
+        return float(row_loss.mean()), float(ok.mean())
+
+    # ------------------------------------------------------------------ loop
+
+    def run(
+        self,
+        state: TrainState | None = None,
+        max_generations: int | None = None,
+        on_epoch: Callable[[TrainState], None] | None = None,
+    ) -> TrainState:
+        """Train from ``state`` (a fresh one if None) until the epochs, the time budget,
+        ``max_generations`` more generations, or :attr:`stop_requested` end it.
+
+        ``on_epoch`` is called after each finished epoch (checkpoints hook in here).
+        """
+        cfg = self.config
+        state = state or self.initial_state()
+        es, backend = self.es, self.backend
+        es.optimizer.load_state(state.optimizer) if state.optimizer else None
+        es_state = ESState(state.theta, state.generation)
+        start = time.perf_counter() - state.elapsed
+        next_eval = state.elapsed + cfg.eval_every_seconds
+        next_progress = 0.0
+        done = 0
+        n_batches, batch = self.n_batches, cfg.batch_size
+        while state.epoch < cfg.epochs:
+            order = epoch_order(cfg.seed, state.epoch, self.n_train, cfg.shuffle)
+            progress_frac = 0.0
+            sigma = schedule(cfg.sigma_schedule, cfg.sigma, cfg.sigma_decay, state.epoch, 0.0)
+            while state.batch < n_batches:
+                if self.stop_requested or (max_generations is not None and done >= max_generations):
+                    return self._pause(state, es_state, start)
+                if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
+                    self._record(state, es_state, time.perf_counter() - start, partial=True)
+                    state.epoch = cfg.epochs  # the budget ends the run
+                    return self._pause(state, es_state, start)
+                rows = order[state.batch * batch : (state.batch + 1) * batch]
+                progress_frac = es_state.generation / max(self.total_generations, 1)
+                lr = schedule(cfg.lr_schedule, cfg.lr, cfg.lr_decay, state.epoch, progress_frac)
+                offsets = es.ask(es_state)
+                losses = backend.population_losses(es_state.theta, offsets, sigma, rows)
+                if not np.isfinite(losses).all():
+                    raise DivergenceError(
+                        f"population loss became NaN/inf at generation {es_state.generation} "
+                        f"(epoch {state.epoch + 1}); sigma ({sigma:g}) or learning rate ({lr:g}) is likely too large"
+                    )
+                grad = backend.noise_sum(offsets, es.weights(losses))
+                es.tell(es_state, grad, lr)
+                loss_sum, correct = backend.batch_metrics(es_state.theta, rows)
+                state.loss_sum += loss_sum
+                state.correct += correct
+                state.seen += len(rows)
+                state.batch += 1
+                done += 1
+                now = time.perf_counter() - start
+                if now >= next_eval:
+                    self._record(state, es_state, now, partial=True)
+                    next_eval = now + cfg.eval_every_seconds
+                if self.progress is not None and now >= next_progress:
+                    next_progress = now + 0.25
+                    self._report(state, es_state, now)
+            if not np.isfinite(es_state.theta).all():
+                raise DivergenceError(
+                    f"parameters became NaN/inf by generation {es_state.generation}; "
+                    "lower the learning rate or sigma"
+                )
+            state.epoch += 1
+            state.batch = 0
+            self._record(state, es_state, time.perf_counter() - start, partial=False)
+            state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+            next_eval = time.perf_counter() - start + cfg.eval_every_seconds
+            if on_epoch is not None:
+                self._pause(state, es_state, start)
+                on_epoch(state)
+        return self._pause(state, es_state, start)
+
+    def _pause(self, state: TrainState, es_state: ESState, start: float) -> TrainState:
+        state.theta = es_state.theta
+        state.generation = es_state.generation
+        state.elapsed = time.perf_counter() - start
+        state.optimizer = self.es.optimizer.state()
+        return state
+
+    def _record(self, state: TrainState, es_state: ESState, now: float, partial: bool) -> None:
+        ds = self.dataset
+        test_loss, test_acc = self.evaluate(es_state.theta, ds.x_test, ds.y_test)
+        seen = max(state.seen, 1)
+        epoch = state.epoch + (state.batch / self.n_batches if partial else 0.0)
+        row = {
+            "epoch": round(epoch, 4),
+            "generation": es_state.generation,
+            "wall_seconds": round(now, 3),
+            "train_loss": state.loss_sum / seen if state.seen else float("nan"),
+            "train_accuracy": state.correct / seen if state.seen else float("nan"),
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+        }
+        state.history.append(row)
+        for level in ACCURACY_LEVELS:
+            if state.time_to_accuracy.get(level) is None and test_acc >= float(level):
+                state.time_to_accuracy[level] = round(now, 3)
+        if self.progress is not None:
+            self._report(state, es_state, now, row)
+
+    def _report(self, state: TrainState, es_state: ESState, now: float, row: dict | None = None) -> None:
+        seen = max(state.seen, 1)
+        self.progress({
+            "epoch": state.epoch,
+            "epochs": self.config.epochs,
+            "batch": state.batch,
+            "n_batches": self.n_batches,
+            "generation": es_state.generation,
+            "total_generations": self.total_generations,
+            "elapsed": now,
+            "generations_per_second": es_state.generation / now if now > 0 else 0.0,
+            "train_loss": state.loss_sum / seen if state.seen else float("nan"),
+            "train_accuracy": state.correct / seen if state.seen else float("nan"),
+            "row": row,
+        })

@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastes.cli import main
+from fastes.runs import RESULT_FILES
+
+QUICK = ["--preset", "quick", "--epochs", "2", "--quiet"]
+
+
+def run_cli(*args):
+    """The installed console entry point, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "fastes.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "quick"
+    assert main(["train", *QUICK, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_every_result_file(quick_run):
+    for name in RESULT_FILES + ("checkpoint.npz",):
+        assert (quick_run / name).is_file(), name
+    summary = json.loads((quick_run / "summary.json").read_text())
+    assert summary["final"]["test_accuracy"] > 0.8
+    assert summary["generations"] == 2 * 22 and summary["generations_per_second"] > 0
+    assert summary["config"]["population"] == 128
+    lines = (quick_run / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "epoch,generation,wall_seconds,train_loss,train_accuracy,test_loss,test_accuracy"
+    assert len(lines) == 3
+
+
+def test_model_file_loads_with_plain_numpy(quick_run):
+    with np.load(quick_run / "model.npz", allow_pickle=False) as npz:
+        assert set(npz.files) == {"W0", "b0", "W1", "b1", "config"}
+        assert npz["W0"].shape == (64, 32) and npz["W0"].dtype == np.float32
+        assert json.loads(str(npz["config"]))["dataset"] == "digits"
+
+
+def test_evaluate_reproduces_summary(quick_run, capsys):
+    summary = json.loads((quick_run / "summary.json").read_text())
+    assert main(["evaluate", str(quick_run / "model.npz"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_accuracy"] == pytest.approx(summary["final"]["test_accuracy"], abs=1e-12)
+    assert main(["evaluate", str(quick_run / "model.npz")]) == 0
+    assert "precision" in capsys.readouterr().out
+
+
+def test_same_seed_identical_model_file(tmp_path, quick_run):
+    out = tmp_path / "again"
+    assert main(["train", *QUICK, "--out", str(out)]) == 0
+    a, b = np.load(quick_run / "model.npz"), np.load(out / "model.npz")
+    for name in ("W0", "b0", "W1", "b1"):
+        assert np.array_equal(a[name], b[name])
+
+
+def test_console_script_errors_are_one_line(tmp_path):
+    result = run_cli("train", "--preset", "quick", "--sigma", "-1", "--out", tmp_path / "x")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "sigma must be positive" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["train", "--preset", "nope"], "invalid choice"),
+        (["train", "--preset", "quick", "--hidden", "8,a"], "hidden sizes"),
+        (["train", "--preset", "quick", "--population", "0"], "population must be"),
+        (["train", "--preset", "quick", "--lr", "0"], "lr must be positive"),
+        (["train", "--preset", "quick", "--batch-size", "0"], "batch_size must be"),
+        (["train", "--preset", "quick", "--loss", "hinge"], "invalid choice"),
+        (["train", "--preset", "quick", "--data-dir", "/nonexistent"], "does not exist"),
+        (["evaluate", "/nonexistent/model.npz"], "does not exist"),
+    ],
+)
+def test_bad_input_exit_2(args, match, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        code = main(args + ["--out", str(tmp_path / "o")] if args[0] == "train" else args)
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1

@@ -1,0 +1,66 @@
+import pytest
+
+from fastes.config import Config, PRESETS, load_toml, parse_hidden, preset, resolve
+from fastes.errors import ConfigError
+
+
+def test_seed_preset_is_the_original():
+    c = preset("seed")
+    assert (c.population, c.batch_size, c.hidden, c.init_std, c.sigma, c.lr, c.epochs) == (8, 64, (16, 16), 0.1, 0.001, 0.001, 100)
+    assert (c.loss, c.shaping, c.optimizer, c.antithetic, c.shuffle, c.init) == ("mse", "zscore", "sgd", False, False, "normal")
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(sigma=0), "sigma must be positive"),
+        (dict(sigma=-1.0), "sigma must be positive"),
+        (dict(lr=0), "lr must be positive"),
+        (dict(population=0), "population must be >= 1"),
+        (dict(population=1), "at least 2"),
+        (dict(batch_size=-3), "batch_size must be >= 1"),
+        (dict(hidden="16,x"), "positive integers"),
+        (dict(hidden=[16, 0]), "positive integers"),
+        (dict(loss="hinge"), "unknown loss 'hinge'"),
+        (dict(optimizer="rmsprop"), "unknown optimizer"),
+        (dict(antithetic=True, population=7), "even population"),
+        (dict(sigma=float("nan")), "finite"),
+        (dict(momentum=1.0), r"\[0, 1\)"),
+        (dict(epochs=2.5), "integer"),
+    ],
+)
+def test_invalid_values_rejected(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        Config(**changes)
+
+
+def test_unknown_preset_and_option():
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        preset("nope")
+    with pytest.raises(ConfigError, match="unknown config option"):
+        Config().replace(colour="red")
+
+
+def test_parse_hidden():
+    assert parse_hidden("16, 16") == (16, 16)
+    assert parse_hidden([64]) == (64,)
+    assert parse_hidden("") == ()
+
+
+def test_toml_roundtrip_and_precedence(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(preset("seed").replace(epochs=3, hidden=(8,)).to_toml())
+    assert resolve("seed", path) == preset("seed").replace(epochs=3, hidden=(8,))
+    # flags override the file, the file overrides the preset
+    assert resolve("seed", path, epochs=5).epochs == 5
+    (tmp_path / "bad.toml").write_text("epochs = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_toml(tmp_path / "bad.toml")
+    (tmp_path / "unknown.toml").write_text("colour = 1\n")
+    with pytest.raises(ConfigError, match="unknown option"):
+        resolve(None, tmp_path / "unknown.toml")
+
+
+def test_every_preset_is_valid():
+    for name in PRESETS:
+        preset(name)

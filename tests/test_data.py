@@ -1,0 +1,104 @@
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+
+from fastes.data import IDX_FILES, bundled_mnist_dir, load_dataset, load_idx_folder, parse_idx
+from fastes.errors import DatasetError
+
+
+def test_bundled_mnist_shapes_and_scaling():
+    ds = load_dataset("mnist")
+    assert ds.x_train.shape == (60000, 784) and ds.x_train.dtype == np.float32
+    assert ds.x_test.shape == (10000, 784)
+    assert ds.y_train.shape == (60000,) and ds.y_test.shape == (10000,)
+    assert ds.n_classes == 10 and ds.image_shape == (28, 28)
+    assert 0.0 == ds.x_train.min() and ds.x_train.max() == 1.0
+    assert set(np.unique(ds.y_train)) == set(range(10))
+    # 150 non-zero pixels per image on average
+    assert 140 < (ds.x_train != 0).sum(axis=1).mean() < 160
+
+
+def test_bundled_checksums_verified(tmp_path):
+    folder = tmp_path / "mnist"
+    shutil.copytree(bundled_mnist_dir(), folder)
+    load_idx_folder(folder, verify_checksums=True)  # intact copy passes
+    path = folder / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10  # a valid file whose bytes changed
+    path.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(DatasetError, match="SHA-256"):
+        load_idx_folder(folder, verify_checksums=True)
+
+
+def _idx(dims, payload: bytes, code=0x08) -> bytes:
+    header = bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    return header + payload
+
+
+def test_parse_idx_roundtrip():
+    arr = parse_idx(_idx([2, 3], bytes(range(6))))
+    assert arr.shape == (2, 3) and arr[1, 2] == 5
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (b"\x00\x00", "too short"),
+        (b"\x01\x02\x08\x01" + (3).to_bytes(4, "big") + b"abc", "magic"),
+        (bytes([0, 0, 0x42, 1]) + (3).to_bytes(4, "big") + b"abc", "dtype code"),
+        (_idx([4], b"abc"), "payload length"),
+        (_idx([2], b"abcdef"), "payload length"),
+        (bytes([0, 0, 8, 3, 0, 0]), "truncated header"),
+    ],
+)
+def test_parse_idx_rejects_bad_files(raw, match):
+    with pytest.raises(DatasetError, match=match):
+        parse_idx(raw, "f")
+
+
+def _write_folder(folder, n_train=5, n_test=3, n_train_labels=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    sizes = {"train": (n_train, n_train_labels or n_train), "test": (n_test, n_test)}
+    for split, (ni, nl) in sizes.items():
+        prefix = "train" if split == "train" else "t10k"
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(_idx([ni, 4, 4], rng.integers(0, 256, ni * 16, dtype=np.uint8).tobytes()))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx([nl], bytes([i % 3 for i in range(nl)]))))
+
+
+def test_data_dir_loads_raw_and_gzip(tmp_path):
+    _write_folder(tmp_path)
+    ds = load_dataset("mnist", data_dir=tmp_path)
+    assert ds.x_train.shape == (5, 16) and ds.image_shape == (4, 4) and ds.n_classes == 3
+
+
+def test_data_dir_count_mismatch(tmp_path):
+    _write_folder(tmp_path, n_train_labels=4)
+    with pytest.raises(DatasetError, match="5 images but .* 4 labels"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_data_dir_missing_file_and_truncated_gzip(tmp_path):
+    _write_folder(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte.*not found"):
+        load_dataset("mnist", data_dir=tmp_path)
+    _write_folder(tmp_path)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-6])
+    with pytest.raises(DatasetError, match="train-labels"):
+        load_dataset("mnist", data_dir=tmp_path)
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset("mnist", data_dir=tmp_path / "nope")
+
+
+def test_digits():
+    ds = load_dataset("digits")
+    assert ds.x_train.shape[1] == 64 and ds.x_train.max() <= 1.0 and ds.n_classes == 10
+    assert len(ds.x_train) + len(ds.x_test) == 1797
+
+
+def test_idx_names_cover_all_four():
+    assert sorted(IDX_FILES.values()) == sorted(p.name[:-3] for p in bundled_mnist_dir().glob("*.gz"))

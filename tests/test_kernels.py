@@ -1,0 +1,79 @@
+"""Every kernel against its NumPy twin in fastes.reference, on random float32 inputs."""
+
+import numba
+import numpy as np
+import pytest
+from conftest import random_case
+
+from fastes import kernels as K
+from fastes import reference as R
+from fastes.noise import member_offsets
+
+CASES = [
+    # dims, antithetic, perturbation, rank, loss
+    ((50, 16, 16, 10), False, "full", 1, "mse"),
+    ((50, 16, 16, 10), True, "full", 1, "cross-entropy"),
+    ((50, 8, 10), True, "lowrank", 3, "cross-entropy"),
+    ((50, 10), False, "full", 1, "cross-entropy"),
+    ((50, 12, 7, 5), False, "lowrank", 2, "mse"),
+    ((50, 33, 4), True, "lowrank", 1, "mse"),
+]
+
+
+@pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss", CASES)
+def test_population_losses_match_reference(table, dims, antithetic, perturbation, rank, loss):
+    layout, theta, x, csr, y = random_case(dims)
+    rows = np.arange(3, 40, dtype=np.int64)
+    offsets = member_offsets(1, 2, 6, layout.noise_size(perturbation, rank))
+    got, got_ok = K.population_losses(theta, table, offsets, 0.05, antithetic, layout, csr, rows, y, loss, perturbation, rank)
+    want, want_ok = R.population_losses(theta, table, offsets, 0.05, antithetic, layout, x[rows], y[rows], loss, perturbation, rank)
+    assert got.shape == (12 if antithetic else 6,)
+    np.testing.assert_allclose(got, want, rtol=2e-5)
+    np.testing.assert_array_equal(got_ok, want_ok)
+
+
+@pytest.mark.parametrize("dims", [(50, 16, 16, 10), (50, 10), (50, 3, 9)])
+def test_forward_logits_match_reference(dims):
+    layout, theta, x, csr, y = random_case(dims)
+    rows = np.array([5, 0, 39, 7], dtype=np.int64)
+    np.testing.assert_allclose(K.forward_logits(theta, layout, csr, rows), R.forward_logits(theta, layout, x[rows]), rtol=1e-5, atol=1e-6)
+
+
+def test_noise_weighted_sum_matches_reference(table):
+    offsets = member_offsets(3, 4, 9, 5000)
+    weights = np.random.default_rng(0).standard_normal(9)
+    np.testing.assert_allclose(K.noise_weighted_sum(table, offsets, weights, 5000, chunk=700),
+                               R.noise_weighted_sum(table, offsets, weights, 5000), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rank", [1, 4])
+def test_lowrank_weighted_sum_matches_reference(table, rank):
+    layout, *_ = random_case((30, 12, 5))
+    offsets = member_offsets(3, 4, 7, layout.lowrank_size(rank))
+    weights = np.random.default_rng(1).standard_normal(7)
+    np.testing.assert_allclose(K.lowrank_weighted_sum(table, offsets, weights, layout, rank),
+                               R.lowrank_weighted_sum(table, offsets, weights, layout, rank), rtol=1e-5, atol=1e-6)
+
+
+def test_results_identical_for_any_thread_count(table):
+    layout, theta, x, csr, y = random_case((50, 16, 16, 10), n_rows=64)
+    rows = np.arange(64, dtype=np.int64)
+    offsets = member_offsets(0, 0, 3, layout.size)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        ws = K.PopulationWorkspace(layout, 3, True, 64, threads=threads)
+        results.append(ws.losses(theta, table, offsets, 0.1, csr, rows, y, K.LOSS_MSE)[0].copy())
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_validation_errors(table):
+    layout, theta, x, csr, y = random_case((50, 10))
+    rows = np.arange(4, dtype=np.int64)
+    with pytest.raises(TypeError, match="theta must be a 1-d float32"):
+        K.forward_logits(theta.astype(np.float64), layout, csr, rows)
+    with pytest.raises(IndexError, match="rows out of range"):
+        K.forward_logits(theta, layout, csr, np.array([99], dtype=np.int64))
+    with pytest.raises(IndexError, match="past the end"):
+        K.noise_weighted_sum(table, np.array([len(table) - 10]), np.ones(1), 100)
