@@ -11,7 +11,12 @@ def table():
     return noise_table()
 
 
-def random_case(dims, n_rows=40, density=0.3, seed=0):
+@pytest.fixture(scope="session")
+def random_case():
+    return _random_case
+
+
+def _random_case(dims, n_rows=40, density=0.3, seed=0):
     """A random model, sparse float32 inputs in CSR and dense form, and labels."""
     rng = np.random.default_rng(seed)
     layout = ParamLayout(dims)

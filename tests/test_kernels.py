@@ -3,7 +3,6 @@
 import numba
 import numpy as np
 import pytest
-from conftest import random_case
 
 from fastes import kernels as K
 from fastes import reference as R
@@ -21,7 +20,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss", CASES)
-def test_population_losses_match_reference(table, dims, antithetic, perturbation, rank, loss):
+def test_population_losses_match_reference(table, random_case, dims, antithetic, perturbation, rank, loss):
     layout, theta, x, csr, y = random_case(dims)
     rows = np.arange(3, 40, dtype=np.int64)
     offsets = member_offsets(1, 2, 6, layout.noise_size(perturbation, rank))
@@ -33,7 +32,7 @@ def test_population_losses_match_reference(table, dims, antithetic, perturbation
 
 
 @pytest.mark.parametrize("dims", [(50, 16, 16, 10), (50, 10), (50, 3, 9)])
-def test_forward_logits_match_reference(dims):
+def test_forward_logits_match_reference(random_case, dims):
     layout, theta, x, csr, y = random_case(dims)
     rows = np.array([5, 0, 39, 7], dtype=np.int64)
     np.testing.assert_allclose(K.forward_logits(theta, layout, csr, rows), R.forward_logits(theta, layout, x[rows]), rtol=1e-5, atol=1e-6)
@@ -47,7 +46,7 @@ def test_noise_weighted_sum_matches_reference(table):
 
 
 @pytest.mark.parametrize("rank", [1, 4])
-def test_lowrank_weighted_sum_matches_reference(table, rank):
+def test_lowrank_weighted_sum_matches_reference(table, random_case, rank):
     layout, *_ = random_case((30, 12, 5))
     offsets = member_offsets(3, 4, 7, layout.lowrank_size(rank))
     weights = np.random.default_rng(1).standard_normal(7)
@@ -55,7 +54,7 @@ def test_lowrank_weighted_sum_matches_reference(table, rank):
                                R.lowrank_weighted_sum(table, offsets, weights, layout, rank), rtol=1e-5, atol=1e-6)
 
 
-def test_results_identical_for_any_thread_count(table):
+def test_results_identical_for_any_thread_count(table, random_case):
     layout, theta, x, csr, y = random_case((50, 16, 16, 10), n_rows=64)
     rows = np.arange(64, dtype=np.int64)
     offsets = member_offsets(0, 0, 3, layout.size)
@@ -68,7 +67,7 @@ def test_results_identical_for_any_thread_count(table):
     np.testing.assert_array_equal(results[0], results[1])
 
 
-def test_validation_errors(table):
+def test_validation_errors(table, random_case):
     layout, theta, x, csr, y = random_case((50, 10))
     rows = np.arange(4, dtype=np.int64)
     with pytest.raises(TypeError, match="theta must be a 1-d float32"):
