@@ -42,24 +42,27 @@ N_SCRATCH = 4
 
 @njit(**JIT)
 def _row_loss(out, label, loss_kind):
-    """Loss of one row's logits ``out`` (C,) and whether its argmax equals ``label``."""
+    """Loss of one row's logits ``out`` (C,) and whether its argmax equals ``label``.
+
+    Transcendentals run in float32 (``expf``/``logf``, several times faster than double);
+    the row's loss is returned as float64 and summed over rows in float64.
+    """
     n_out = out.shape[0]
     best = 0
     for c in range(1, n_out):
         if out[c] > out[best]:
             best = c
-    loss = 0.0
     if loss_kind == LOSS_MSE:
+        loss = np.float32(0.0)
         for c in range(n_out):
-            d = np.float64(out[c]) - (1.0 if c == label else 0.0)
+            d = out[c] - (np.float32(1.0) if c == label else np.float32(0.0))
             loss += d * d
-    else:
-        top = np.float64(out[best])
-        acc = 0.0
-        for c in range(n_out):
-            acc += math.exp(np.float64(out[c]) - top)
-        loss = top + math.log(acc) - np.float64(out[label])
-    return loss, best == label
+        return np.float64(loss), best == label
+    top = out[best]
+    acc = np.float32(0.0)
+    for c in range(n_out):
+        acc += math.exp(out[c] - top)
+    return np.float64(top + math.log(acc) - out[label]), best == label
 
 
 @njit(**JIT)
@@ -113,43 +116,72 @@ def _perturbed_layer(theta, table, off, s, w, b, fan_in, fan_out, h, out):
 
 
 @njit(**JIT)
-def _lowrank_layer(theta, table, off, s, w, b, fan_in, fan_out, a, bb, e, rank, inv_sqrt_r, h, u, out):
-    """out = h @ W + b + s * ((h @ A) @ B^T / sqrt(r) + e), A (fan_in, r), B (fan_out, r)."""
-    for q in range(rank):
-        u[q] = 0.0
-    bias = theta[b : b + fan_out]
-    for j in range(fan_out):
-        out[j] = bias[j]
-    for i in range(fan_in):
-        hi = h[i]
-        if hi != 0.0:
-            start = w + i * fan_out
-            wrow = theta[start : start + fan_out]
+def _transpose_layers(theta, dims, w_start, b_start, t_start, out):
+    """Layers >= 1 of the unperturbed model, transposed: (fan_out, fan_in) then bias."""
+    for l in range(1, dims.shape[0] - 1):
+        fan_in = dims[l]
+        fan_out = dims[l + 1]
+        t0 = t_start[l]
+        for i in range(fan_in):
             for j in range(fan_out):
-                out[j] += hi * wrow[j]
-            arow = table[off + a + i * rank : off + a + (i + 1) * rank]
-            for q in range(rank):
-                u[q] += hi * arow[q]
-    _lowrank_response(table, off + bb, off + e, fan_out, rank, inv_sqrt_r, u, s, out)
+                out[t0 + j * fan_in + i] = theta[w_start[l] + i * fan_out + j]
+        for j in range(fan_out):
+            out[t0 + fan_out * fan_in + j] = theta[b_start[l] + j]
 
 
 @njit(**JIT)
-def _lowrank_response(table, bb, e, width, rank, inv_sqrt_r, u, s, out):
-    """out += s * (B @ u / sqrt(r) + e) with B (width, r) at table[bb:], e at table[e:]."""
-    ebias = table[e : e + width]
-    for j in range(width):
-        brow = table[bb + j * rank : bb + (j + 1) * rank]
-        acc = ebias[j]
-        for q in range(rank):
-            acc += brow[q] * u[q] * inv_sqrt_r
-        out[j] += s * acc
+def _perturbed_transposed(wt_base, table, off, s, lowrank, rank, inv_sqrt_r, lr_starts,
+                          dims, w_start, b_start, t_start, out):
+    """Layers >= 1 of one member, ``W + s E`` (or ``W + s A.T B / sqrt(r)``) and
+    ``b + s e``, transposed like ``wt_base`` so that each output is one contiguous dot
+    product in :func:`_transposed_layer`. Built once per task and sign, reused for every
+    row of the task."""
+    for l in range(1, dims.shape[0] - 1):
+        fan_in = dims[l]
+        fan_out = dims[l + 1]
+        t0 = t_start[l]
+        for j in range(fan_out):
+            dst = out[t0 + j * fan_in : t0 + (j + 1) * fan_in]
+            src = wt_base[t0 + j * fan_in : t0 + (j + 1) * fan_in]
+            for i in range(fan_in):
+                dst[i] = src[i]
+            if lowrank:
+                for q in range(rank):
+                    coef = s * inv_sqrt_r * table[off + lr_starts[1, l] + q * fan_out + j]
+                    a0 = off + lr_starts[0, l] + q * fan_in
+                    arow = table[a0 : a0 + fan_in]
+                    for i in range(fan_in):
+                        dst[i] += coef * arow[i]
+            else:
+                for i in range(fan_in):
+                    dst[i] += s * table[off + w_start[l] + i * fan_out + j]
+        bias_at = t0 + fan_out * fan_in
+        e0 = off + (lr_starts[2, l] if lowrank else b_start[l])
+        for j in range(fan_out):
+            out[bias_at + j] = wt_base[bias_at + j] + s * table[e0 + j]
+
+
+@njit(**JIT)
+def _transposed_layer(wt, t0, fan_in, fan_out, h, out):
+    """out = h @ W' + b' with W' stored transposed (fan_out, fan_in) at wt[t0:], b' after it."""
+    bias_at = t0 + fan_out * fan_in
+    x = h[:fan_in]
+    for j in range(fan_out):
+        wrow = wt[t0 + j * fan_in : t0 + (j + 1) * fan_in]
+        acc = np.float32(0.0)
+        for i in range(fan_in):
+            acc += x[i] * wrow[i]
+        out[j] = wt[bias_at + j] + acc
 
 
 @njit(**JIT)
 def _relu(h, width):
+    # A select, not a conditional store nor max() (which keeps NaN semantics): LLVM
+    # vectorises only this form, 10x faster.
+    zero = np.float32(0.0)
     for j in range(width):
-        if h[j] < 0.0:
-            h[j] = 0.0
+        v = h[j]
+        h[j] = v if v > zero else zero
 
 
 # --------------------------------------------------------------------------- kernels
@@ -184,26 +216,57 @@ def _batch_losses(logits, labels, rows, loss_kind, row_loss, row_correct):
 @njit(parallel=True, **JIT)
 def _population_losses(
     theta, table, offsets, sigma, n_signs, lowrank, rank, lr_starts,
-    dims, w_start, b_start, indptr, indices, values, rows, labels, loss_kind,
-    n_blocks, base, scratch, row_loss, row_correct, out_loss, out_correct,
+    dims, w_start, b_start, t_start, indptr, indices, values, rows, labels, loss_kind,
+    n_blocks, grouped, wide, layer0, wt_base, scratch, wscratch, row_loss, row_correct, out_loss, out_correct,
 ):
     """Mean loss and correct count of every population member on one batch.
 
     Member ``m = k * n_signs + i`` uses noise window ``offsets[k]`` with sign ``+1`` for
     ``i = 0`` and ``-1`` for ``i = 1`` (antithetic pairs share one noise read and one
-    first-layer noise response). ``x @ W0 + b0`` is computed once into ``base`` (B, H1)
-    and shared by every member: ``x @ (W0 + s E0) = base + s * (x @ E0)``.
+    first-layer noise response). ``x @ W0 + b0`` is computed once per row and shared by
+    every member: ``x @ (W0 + s E0) = x @ W0 + s * (x @ E0)``.
+
+    ``grouped``: the first layer's weights and every member's first-layer noise (full-rank
+    ``E0``, H1 columns, for small populations; low-rank ``A0.T``, r columns, always) are
+    gathered side by side into ``wide`` (d + 1, span), and one sparse pass per row fills
+    ``layer0`` with the base response and every member's noise projection: one long inner
+    loop that vectorises, where n separate passes of width H1 (or r) would not.
     """
     n_layers = dims.shape[0] - 1
     batch = rows.shape[0]
+    n_in = dims[0]
     width0 = dims[1]
-    # 1. the first layer of the unperturbed model, shared by all members
-    for r in prange(batch):
-        _sparse_layer0(theta, w_start[0], b_start[0], width0, indptr, indices, values, rows[r], base[r])
-    # 2. every (noise vector, block of rows) task computes its members' per-row losses
     n_noise = offsets.shape[0]
-    block = (batch + n_blocks - 1) // n_blocks
     inv_sqrt_r = 1.0 / math.sqrt(rank)
+    # 1. first layer: base response (and, grouped, every member's noise projection)
+    if grouped:
+        # per member: full-rank E0 (H1 columns) or low-rank A0.T (r columns)
+        cols = rank if lowrank else width0
+        span = width0 + n_noise * cols
+        for i in prange(n_in + 1):
+            dst = wide[i * span : (i + 1) * span]
+            src = w_start[0] + i * width0 if i < n_in else b_start[0]
+            head = theta[src : src + width0]
+            for j in range(width0):
+                dst[j] = head[j]
+            for k in range(n_noise):
+                part = dst[width0 + k * cols : width0 + (k + 1) * cols]
+                if lowrank:
+                    for q in range(rank):
+                        # the bias row of A.T is zero: low-rank noise has its own bias
+                        part[q] = table[offsets[k] + lr_starts[0, 0] + q * n_in + i] if i < n_in else 0.0
+                else:
+                    noise = table[offsets[k] + src : offsets[k] + src + width0]
+                    for j in range(width0):
+                        part[j] = noise[j]
+        for r in prange(batch):
+            _sparse_layer0(wide, 0, n_in * span, span, indptr, indices, values, rows[r], layer0[r])
+    else:
+        for r in prange(batch):
+            _sparse_layer0(theta, w_start[0], b_start[0], width0, indptr, indices, values, rows[r], layer0[r])
+    _transpose_layers(theta, dims, w_start, b_start, t_start, wt_base)
+    # 2. every (noise vector, block of rows) task computes its members' per-row losses
+    block = (batch + n_blocks - 1) // n_blocks
     for task in prange(n_noise * n_blocks):
         k = task // n_blocks
         r0 = (task % n_blocks) * block
@@ -214,37 +277,36 @@ def _population_losses(
         h = scratch[t, 1]
         o = scratch[t, 2]
         u = scratch[t, 3]
+        for i in range(n_signs):
+            s = sigma if i == 0 else -sigma
+            _perturbed_transposed(wt_base, table, off, s, lowrank, rank, inv_sqrt_r, lr_starts,
+                                  dims, w_start, b_start, t_start, wscratch[t, i])
         for r in range(r0, r1):
             row = rows[r]
+            base = layer0[r]
             # noise response of layer 0 for this row: x @ E0 + e0 (or its low-rank form)
             if lowrank:
-                a0 = off + lr_starts[0, 0]
-                for q in range(rank):
-                    u[q] = 0.0
-                for p in range(indptr[row], indptr[row + 1]):
-                    v = values[p]
-                    start = a0 + indices[p] * rank
-                    arow = table[start : start + rank]
-                    for q in range(rank):
-                        u[q] += v * arow[q]
+                # z = (x @ A.T) @ B / sqrt(r) + e, with x @ A.T from the wide pass
+                proj = layer0[r, width0 + k * rank : width0 + (k + 1) * rank]
+                ebias = table[off + lr_starts[2, 0] : off + lr_starts[2, 0] + width0]
                 for j in range(width0):
-                    z[j] = 0.0
-                _lowrank_response(table, off + lr_starts[1, 0], off + lr_starts[2, 0], width0, rank, inv_sqrt_r, u, 1.0, z)
+                    z[j] = ebias[j]
+                for q in range(rank):
+                    uq = proj[q] * inv_sqrt_r
+                    bq = table[off + lr_starts[1, 0] + q * width0 : off + lr_starts[1, 0] + (q + 1) * width0]
+                    for j in range(width0):
+                        z[j] += uq * bq[j]
+            elif grouped:
+                z = layer0[r, (1 + k) * width0 : (2 + k) * width0]
             else:
                 _sparse_layer0(table, off + w_start[0], off + b_start[0], width0, indptr, indices, values, row, z)
             for i in range(n_signs):
                 s = sigma if i == 0 else -sigma
                 for j in range(width0):
-                    h[j] = base[r, j] + s * z[j]
+                    h[j] = base[j] + s * z[j]
                 for l in range(1, n_layers):
                     _relu(h, dims[l])
-                    if lowrank:
-                        _lowrank_layer(
-                            theta, table, off, s, w_start[l], b_start[l], dims[l], dims[l + 1],
-                            lr_starts[0, l], lr_starts[1, l], lr_starts[2, l], rank, inv_sqrt_r, h, u, o,
-                        )
-                    else:
-                        _perturbed_layer(theta, table, off, s, w_start[l], b_start[l], dims[l], dims[l + 1], h, o)
+                    _transposed_layer(wscratch[t, i], t_start[l], dims[l], dims[l + 1], h, o)
                     h, o = o, h
                 m = k * n_signs + i
                 loss, ok = _row_loss(h[: dims[n_layers]], labels[row], loss_kind)
@@ -281,17 +343,32 @@ def _noise_weighted_sum(table, offsets, weights, chunk, out):
 
 @njit(parallel=True, **JIT)
 def _gather_lowrank(table, offsets, weights, start, n_rows, rank, scale, out):
-    """Stack each member's factor (n_rows, r) transposed: out[k*r + q, i] = w_k*scale*F_k[i, q]."""
+    """Stack each member's factor F_k (r, n_rows): out[k*r + q] = w_k * scale * F_k[q]."""
     for k in prange(offsets.shape[0]):
-        factor = table[offsets[k] + start : offsets[k] + start + n_rows * rank]
         w = weights[k] * scale
         for q in range(rank):
+            src = table[offsets[k] + start + q * n_rows : offsets[k] + start + (q + 1) * n_rows]
             dst = out[k * rank + q]
             for i in range(n_rows):
-                dst[i] = w * factor[i * rank + q]
+                dst[i] = w * src[i]
 
 
 # --------------------------------------------------------------------------- public API
+
+
+#: Widest first layer (population noise vectors x first hidden width) gathered side by side.
+GROUPED_MAX_WIDTH = 256
+
+
+def transposed_starts(layout) -> np.ndarray:
+    """Offsets of each layer >= 1 in a member's transposed weights; last entry = total size."""
+    starts = np.zeros(layout.n_layers + 1, dtype=np.int64)
+    pos = 0
+    for l in range(1, layout.n_layers):
+        starts[l] = pos
+        pos += layout.dims[l + 1] * (layout.dims[l] + 1)
+    starts[-1] = pos
+    return starts
 
 
 def scratch_for(dims, rank: int = 1) -> np.ndarray:
@@ -400,9 +477,19 @@ class PopulationWorkspace:
         self.dims = layout.dims_array
         self.w_start = layout.w_start
         self.b_start = layout.b_start
+        self.t_start = transposed_starts(layout)
         self.lr_starts = np.stack(layout.lowrank_starts(self.rank)) if self.lowrank else np.zeros((3, layout.n_layers), np.int64)
-        self.base = np.empty((batch, layout.dims[1]), dtype=np.float32)
+        width0 = layout.dims[1]
+        # Gather the first layer side by side (one long vectorised pass per row instead of
+        # n short ones): always for low-rank (r columns per member), and for full-rank when
+        # the population's first-layer width is small.
+        self.grouped = self.lowrank or n_noise * width0 <= GROUPED_MAX_WIDTH
+        span = width0 + n_noise * (self.rank if self.lowrank else width0) if self.grouped else width0
+        self.wide = np.empty((layout.dims[0] + 1) * span if self.grouped else 1, dtype=np.float32)
+        self.layer0 = np.empty((batch, span), dtype=np.float32)
         self.scratch = scratch_for(layout.dims, self.rank)
+        self.wt_base = np.empty(max(int(self.t_start[-1]), 1), dtype=np.float32)
+        self.wscratch = np.empty((self.scratch.shape[0], 2, self.wt_base.shape[0]), dtype=np.float32)
         self.row_loss = np.empty((self.n_members, batch), dtype=np.float64)
         self.row_correct = np.empty((self.n_members, batch), dtype=np.int64)
         self.out_loss = np.empty(self.n_members, dtype=np.float64)
@@ -416,9 +503,9 @@ class PopulationWorkspace:
         n_blocks = min(self.n_blocks, batch)
         _population_losses(
             theta, table, offsets, np.float32(sigma), self.n_signs, self.lowrank, self.rank, self.lr_starts,
-            self.dims, self.w_start, self.b_start, csr[0], csr[1], csr[2], rows, labels, loss_code,
-            n_blocks, self.base[:batch], self.scratch, self.row_loss[:, :batch], self.row_correct[:, :batch],
-            self.out_loss, self.out_correct,
+            self.dims, self.w_start, self.b_start, self.t_start, csr[0], csr[1], csr[2], rows, labels, loss_code,
+            n_blocks, self.grouped, self.wide, self.layer0[:batch], self.wt_base, self.scratch, self.wscratch,
+            self.row_loss[:, :batch], self.row_correct[:, :batch], self.out_loss, self.out_correct,
         )
         return self.out_loss, self.out_correct
 
@@ -459,7 +546,7 @@ def lowrank_stacks(layout, n_noise: int, rank: int) -> list[tuple[np.ndarray, np
 
 
 def lowrank_weighted_sum(table, offsets, weights, layout, rank, out=None, stacks=None) -> np.ndarray:
-    """Gradient-shaped sum of low-rank noise: per layer ``sum_k w_k A_k B_k^T / sqrt(r)``.
+    """Gradient-shaped sum of low-rank noise: per layer ``sum_k w_k A_k.T @ B_k / sqrt(r)``.
 
     Never forms an (n, P) block: each layer's factors are stacked, (n*r, fan_in) and
     (n*r, fan_out), and multiplied with one float64 GEMM outside any parallel loop.

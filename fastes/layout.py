@@ -5,8 +5,10 @@ shape ``(fan_in, fan_out)`` and is stored row-major at ``theta[w_start[k]:b_star
 followed by its bias ``bk`` of shape ``(fan_out,)``. The same layout describes a full-rank
 noise vector, so noise and parameters line up slice for slice.
 
-Low-rank noise (``rank = r``) has its own, shorter layout per layer: ``A (fan_in, r)``,
-``B (fan_out, r)`` and a full bias noise ``(fan_out,)``.
+Low-rank noise (``rank = r``) has its own, shorter layout per layer: ``A (r, fan_in)``,
+``B (r, fan_out)`` (each factor's rank components contiguous, so the kernels read them as
+long vectors) and a full bias noise ``(fan_out,)``; the weight perturbation is
+``A.T @ B / sqrt(r)``.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def losses_from_logits(logits: np.ndarray, labels: np.ndarray, loss: str) -> tup
 def member_noise(table: np.ndarray, offsets: np.ndarray, layout: ParamLayout, perturbation: str, rank: int) -> np.ndarray:
     """Each noise vector in parameter layout, shape (n_noise, P), float32.
 
-    Low-rank noise is expanded to ``A @ B.T / sqrt(r)`` per layer (the kernels never do).
+    Low-rank noise is expanded to ``A.T @ B / sqrt(r)`` per layer (the kernels never do).
     """
     if perturbation == "full":
         return np.stack([table[o : o + layout.size] for o in offsets])
@@ -79,10 +79,10 @@ def member_noise(table: np.ndarray, offsets: np.ndarray, layout: ParamLayout, pe
     for i, o in enumerate(offsets):
         for k in range(layout.n_layers):
             fan_in, fan_out = layout.dims[k], layout.dims[k + 1]
-            a = table[o + a_start[k] : o + a_start[k] + fan_in * rank].reshape(fan_in, rank)
-            b = table[o + b_start[k] : o + b_start[k] + fan_out * rank].reshape(fan_out, rank)
+            a = table[o + a_start[k] : o + a_start[k] + fan_in * rank].reshape(rank, fan_in)
+            b = table[o + b_start[k] : o + b_start[k] + fan_out * rank].reshape(rank, fan_out)
             w0, b0 = layout.w_start[k], layout.b_start[k]
-            out[i, w0:b0] = (a @ b.T / np.float32(math.sqrt(rank))).ravel()
+            out[i, w0:b0] = (a.T @ b / np.float32(math.sqrt(rank))).ravel()
             out[i, b0 : b0 + fan_out] = table[o + e_start[k] : o + e_start[k] + fan_out]
     return out
 

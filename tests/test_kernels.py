@@ -16,6 +16,7 @@ CASES = [
     ((50, 10), False, "full", 1, "cross-entropy"),
     ((50, 12, 7, 5), False, "lowrank", 2, "mse"),
     ((50, 33, 4), True, "lowrank", 1, "mse"),
+    ((50, 64, 10), True, "full", 1, "cross-entropy"),  # too wide to group: per-task first layer
 ]
 
 
