@@ -1,0 +1,63 @@
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastes import ESClassifier
+
+SMALL = dict(hidden=(16,), population=32, epochs=30, batch_size=32, lr=0.03, sigma=0.05, random_state=0)
+
+# Every check applies and runs (pandas, in the dev extra, enables the DataFrame ones).
+@parametrize_with_checks([ESClassifier(**SMALL)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_labels_of_any_type_and_attributes():
+    X, y = load_digits(return_X_y=True)
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    clf = ESClassifier(**{**SMALL, "epochs": 5}).fit(X / 16, names[y])
+    assert clf.classes_.tolist() == sorted(names.tolist())
+    assert clf.n_features_in_ == 64
+    assert set(clf.predict(X[:20] / 16)) <= set(names)
+    proba = clf.predict_proba(X[:20] / 16)
+    assert proba.shape == (20, 10) and np.allclose(proba.sum(axis=1), 1)
+    assert [w.shape for w in clf.coefs_] == [(64, 16), (16, 10)]
+
+
+def test_partial_fit_continues():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    clf = ESClassifier(**SMALL)
+    clf.partial_fit(X, y, classes=np.arange(10), n_generations=5)
+    assert clf.n_generations_ == 5
+    before = clf.score(X, y)
+    for _ in range(6):
+        clf.partial_fit(X, y)
+    assert clf.n_generations_ == 5 + 6 * 57  # ceil(1797 / 32) batches per pass
+    assert clf.score(X, y) > before
+
+
+def test_pickle_roundtrip():
+    X, y = load_digits(return_X_y=True)
+    clf = ESClassifier(**{**SMALL, "epochs": 3}).fit(X / 16, y)
+    clone = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clone.predict_proba(X / 16), clf.predict_proba(X / 16))
+
+
+def test_pipeline_grid_search_on_digits():
+    X, y = load_digits(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), ESClassifier(hidden=(32,), population=128, epochs=12, lr=0.01, random_state=0))
+    search = GridSearchCV(pipe, {"esclassifier__sigma": [0.02, 0.1]}, cv=3)
+    search.fit(X, y)
+    assert search.best_score_ >= 0.90, search.cv_results_["mean_test_score"]
+
+
+def test_invalid_hyperparameter_is_a_value_error():
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        ESClassifier(sigma=-1).fit(np.zeros((4, 2)), [0, 1, 0, 1])
