@@ -73,7 +73,14 @@ class NumbaBackend:
         self.scratch = kernels.scratch_for(layout.dims)
         self.dims, self.w_start, self.b_start = layout.dims_array, layout.w_start, layout.b_start
 
-    def population_losses(self, theta, offsets, sigma, rows):
+    def begin(self, theta, optimizer, generation):
+        """Training starts or resumes from these parameters (only remote backends care)."""
+
+    def record_step(self, weights, lr):
+        """An update was taken with these noise weights and learning rate (remote backends
+        replay it on their own copy of the parameters)."""
+
+    def population_losses(self, theta, offsets, sigma, rows, generation=None):
         """Mean batch loss of every member, shape (n,), float64 (a view reused next call)."""
         losses, _ = self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels, self.loss_code)
         return losses
@@ -97,6 +104,9 @@ class NumbaBackend:
 class NumpyBackend:
     """Population evaluation with the plain NumPy reference (same interface)."""
 
+    begin = NumbaBackend.begin
+    record_step = NumbaBackend.record_step
+
     name = "numpy"
 
     def __init__(self, config, layout, table, x, y):
@@ -106,7 +116,7 @@ class NumpyBackend:
         self.x = np.ascontiguousarray(x, dtype=np.float32)
         self.labels = np.ascontiguousarray(y, dtype=np.int32)
 
-    def population_losses(self, theta, offsets, sigma, rows):
+    def population_losses(self, theta, offsets, sigma, rows, generation=None):
         c = self.config
         losses, _ = reference.population_losses(
             theta, self.table, offsets, sigma, c.antithetic, self.layout, self.x[rows], self.labels[rows],
@@ -125,15 +135,16 @@ class NumpyBackend:
         return float(row_loss.sum()), int(ok.sum())
 
 
-def make_backend(config, layout, table, x, y):
-    """The backend named by ``config.backend``."""
+def make_backend(config, layout, table, x, y, in_memory: bool = False):
+    """The backend named by ``config.backend``; ``in_memory`` data cannot be reloaded by
+    name (remote workers must be sent it)."""
     if config.backend == "numba":
         return NumbaBackend(config, layout, table, x, y)
     if config.backend == "numpy":
         return NumpyBackend(config, layout, table, x, y)
     from .ray_backend import RayBackend
 
-    return RayBackend(config, layout, table, x, y)
+    return RayBackend(config, layout, table, x, y, in_memory=in_memory)
 
 
 def predict_logits(theta, layout, x, chunk: int = 8192) -> np.ndarray:

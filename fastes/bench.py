@@ -52,24 +52,26 @@ class Generation:
     backend : {"numba", "numpy"}
     """
 
-    def __init__(self, name: str, backend: str, threads: int | None = None):
+    def __init__(self, name: str, backend: str, threads: int | None = None, workers: int = 2):
         from .trainer import Trainer
 
-        self.config = bench_config(name, backend, threads)
+        self.config = bench_config(name, backend, threads).replace(workers=workers)
         self.trainer = Trainer(self.config)
         self.state = self.trainer.initial_state()
         self.rows = np.arange(self.config.batch_size, dtype=np.int64)
         self.forward_seconds = 0.0
+        self.trainer.backend.begin(self.state.theta, self.trainer.es.optimizer.state(), 0)
 
     def __call__(self) -> None:
         tr, st = self.trainer, self.state
         offsets = tr.es.ask(st)
         t0 = time.perf_counter()
-        losses = tr.backend.population_losses(st.theta, offsets, self.config.sigma, self.rows)
+        losses = tr.backend.population_losses(st.theta, offsets, self.config.sigma, self.rows, st.generation)
         self.forward_seconds = time.perf_counter() - t0
-        grad = tr.backend.noise_sum(offsets, tr.es.weights(losses))
-        tr.es.optimizer.step(st.theta, grad, self.config.lr)
-        st.generation += 1
+        weights = tr.es.weights(losses)
+        grad = tr.backend.noise_sum(offsets, weights)
+        tr.es.tell(st, grad, self.config.lr)
+        tr.backend.record_step(weights, self.config.lr)
 
     def forward_flops(self) -> float:
         dims = self.trainer.layout.dims

@@ -135,19 +135,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args) -> int:
-    from .progress import make_progress
+    from . import progress as progress_module
     from .runs import default_out_dir, train_to_folder
 
     overrides = {k: getattr(args, k) for k in _TRAINING_KEYS}
     if args.resume:
         out = Path(args.resume)
-        changes = {k: overrides[k] for k in ("threads", "epochs", "max_seconds")}
+        changes = {k: overrides[k] for k in ("threads", "epochs", "max_seconds", "workers", "address")}
         config = None
     else:
         out = Path(args.out) if args.out else default_out_dir()
         config = resolve(args.preset, args.config, **overrides)
         changes = None
-    with make_progress(quiet=args.quiet) as progress:
+    with progress_module.make_progress(quiet=args.quiet) as progress:
         summary, code = train_to_folder(config, out, resume=bool(args.resume), overwrite=args.overwrite,
                                         progress=progress, resume_changes=changes)
     final = summary["final"]

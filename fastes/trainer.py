@@ -97,7 +97,7 @@ class Trainer:
         self.table = noise_table()
         noise_size = self.layout.noise_size(config.perturbation, config.rank)
         self.es = OpenES(config, noise_size, TABLE_SIZE, self.layout.size)
-        self.backend = make_backend(config, self.layout, self.table, ds.x_train, ds.y_train)
+        self.backend = make_backend(config, self.layout, self.table, ds.x_train, ds.y_train, in_memory=dataset is not None)
         self.n_train = ds.x_train.shape[0]
         self.n_batches = math.ceil(self.n_train / config.batch_size)
         self.total_generations = config.epochs * self.n_batches
@@ -135,8 +135,10 @@ class Trainer:
         cfg = self.config
         state = state or self.initial_state()
         es, backend = self.es, self.backend
-        es.optimizer.load_state(state.optimizer) if state.optimizer else None
+        if state.optimizer:
+            es.optimizer.load_state(state.optimizer)
         es_state = ESState(state.theta, state.generation)
+        backend.begin(es_state.theta, es.optimizer.state(), es_state.generation)
         start = time.perf_counter() - state.elapsed
         next_eval = state.elapsed + cfg.eval_every_seconds
         next_progress = 0.0
@@ -157,14 +159,16 @@ class Trainer:
                 progress_frac = es_state.generation / max(self.total_generations, 1)
                 lr = schedule(cfg.lr_schedule, cfg.lr, cfg.lr_decay, state.epoch, progress_frac)
                 offsets = es.ask(es_state)
-                losses = backend.population_losses(es_state.theta, offsets, sigma, rows)
+                losses = backend.population_losses(es_state.theta, offsets, sigma, rows, es_state.generation)
                 if not np.isfinite(losses).all():
                     raise DivergenceError(
                         f"population loss became NaN/inf at generation {es_state.generation} "
                         f"(epoch {state.epoch + 1}); sigma ({sigma:g}) or learning rate ({lr:g}) is likely too large"
                     )
-                grad = backend.noise_sum(offsets, es.weights(losses))
+                weights = es.weights(losses)
+                grad = backend.noise_sum(offsets, weights)
                 es.tell(es_state, grad, lr)
+                backend.record_step(weights, lr)
                 loss_sum, correct = backend.batch_metrics(es_state.theta, rows)
                 state.loss_sum += loss_sum
                 state.correct += correct
