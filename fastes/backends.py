@@ -147,14 +147,13 @@ def make_backend(config, layout, table, x, y, in_memory: bool = False):
     return RayBackend(config, layout, table, x, y, in_memory=in_memory)
 
 
-def predict_logits(theta, layout, x, chunk: int = 8192) -> np.ndarray:
-    """Logits (N, C) of a model for dense inputs (N, d), with the Numba forward kernel."""
-    out = np.empty((x.shape[0], layout.dims[-1]), dtype=np.float32)
-    scratch = kernels.scratch_for(layout.dims)
+def predict_logits(theta, layout, x, csr=None) -> np.ndarray:
+    """Logits (N, C) of a model for dense inputs (N, d), with the Numba forward kernel.
+
+    ``csr``: ``to_csr(x)`` if the caller keeps it (the trainer evaluates the same test set
+    every epoch).
+    """
     theta = np.ascontiguousarray(theta, dtype=np.float32)
-    for start in range(0, x.shape[0], chunk):
-        part = x[start : start + chunk]
-        csr = to_csr(part)
-        rows = np.arange(part.shape[0], dtype=np.int64)
-        kernels.forward_logits(theta, layout, csr, rows, out=out[start : start + chunk], scratch=scratch)
-    return out
+    csr = csr if csr is not None else to_csr(x)
+    rows = np.arange(x.shape[0], dtype=np.int64)
+    return kernels.forward_logits(theta, layout, csr, rows)

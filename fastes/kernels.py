@@ -312,15 +312,25 @@ def _population_losses(
                 loss, ok = _row_loss(h[: dims[n_layers]], labels[row], loss_kind)
                 row_loss[m, r] = loss
                 row_correct[m, r] = ok
-    # 3. fixed-order reduction over rows, one member per iteration
-    for m in prange(n_noise * n_signs):
-        total = 0.0
-        correct = 0
-        for r in range(batch):
-            total += row_loss[m, r]
-            correct += row_correct[m, r]
-        out_loss[m] = total / batch
-        out_correct[m] = correct
+        if n_blocks == 1:  # this task holds every row of its members: reduce here
+            for i in range(n_signs):
+                _reduce_member(row_loss, row_correct, k * n_signs + i, batch, out_loss, out_correct)
+    # 3. otherwise a fixed-order reduction over rows, one member per iteration
+    if n_blocks > 1:
+        for m in prange(n_noise * n_signs):
+            _reduce_member(row_loss, row_correct, m, batch, out_loss, out_correct)
+
+
+@njit(**JIT)
+def _reduce_member(row_loss, row_correct, m, batch, out_loss, out_correct):
+    """Mean loss and correct count of member m, summed over rows in order (float64)."""
+    total = 0.0
+    correct = 0
+    for r in range(batch):
+        total += row_loss[m, r]
+        correct += row_correct[m, r]
+    out_loss[m] = total / batch
+    out_correct[m] = correct
 
 
 @njit(parallel=True, **JIT)

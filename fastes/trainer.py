@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import make_backend, predict_logits
+from .backends import make_backend, predict_logits, to_csr
 from .data import Dataset, load_dataset
 from .errors import DivergenceError
 from .layout import ParamLayout
@@ -103,6 +103,7 @@ class Trainer:
         self.total_generations = config.epochs * self.n_batches
         self.progress = progress
         self.stop_requested = False
+        self._csr_cache: dict[int, tuple] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -115,7 +116,10 @@ class Trainer:
         """Mean loss and accuracy of ``theta`` on (x (N, d), y (N,))."""
         if len(y) == 0:
             return float("nan"), float("nan")
-        logits = predict_logits(theta, self.layout, x)
+        # the test set is evaluated every epoch: convert it to CSR once
+        if id(x) not in self._csr_cache:
+            self._csr_cache[id(x)] = (x, to_csr(x))
+        logits = predict_logits(theta, self.layout, x, self._csr_cache[id(x)][1])
         row_loss, ok = losses_from_logits(logits, y, self.config.loss)
         return float(row_loss.mean()), float(ok.mean())
 
