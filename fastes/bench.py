@@ -178,3 +178,30 @@ def format_table(result: dict) -> str:
         )
     lines.append("GFLOP/s: dense-equivalent population forward (2*n*B*sum(fan_in*fan_out)) / numba forward time")
     return "\n".join(lines)
+
+
+def format_markdown(result: dict) -> str:
+    """The table as Markdown, with the machine and date, for results/benchmark.md."""
+    lines = [
+        "# fastes bench",
+        "",
+        f"Machine: {result['cpu']}, {result['cores']} cores, {result['threads']} Numba threads; "
+        f"NumPy {result['numpy']}, Numba {result['numba']}; {result['date']}.",
+        f"Float32 GEMM measured in the same run: {result['gemm_gflops']} GFLOP/s.",
+        "",
+        "| config | numba ms/gen | numpy ms/gen | speedup | generations/s | GFLOP/s | of GEMM |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["configs"]:
+        lines.append(
+            f"| {r['name']} | {r['numba_ms']:.3f} | {r['numpy_ms']:.3f} | {r['speedup']:.1f}x | "
+            f"{r['generations_per_second']:.1f} | {r['gflops']:.1f} | {r['gemm_fraction']:.0%} |"
+        )
+    lines += [
+        "",
+        "One generation = noise offsets + population losses + shaping + gradient estimate + optimizer step,",
+        "on a fixed MNIST batch. GFLOP/s counts the population forward as dense work,",
+        "2 * n * B * sum(fan_in * fan_out), over the numba forward time (the kernels skip zero pixels and",
+        "use low-rank structure, so this can exceed the GEMM rate). Regenerate: `fastes bench --out results/benchmark`.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--configs", help="comma-separated config names (default: all)")
     b.add_argument("--repeats", type=_positive_int, default=None, help="timed generations per backend and config")
     b.add_argument("--threads", type=_positive_int)
+    b.add_argument("--out", help="also write OUT.md and OUT.json (e.g. results/benchmark)")
 
     pl = sub.add_parser("plot", help="test accuracy against wall time for run folders")
     pl.add_argument("runs", nargs="+", help="run folders (each with metrics.csv), optionally LABEL=DIR")
@@ -189,10 +190,15 @@ def cmd_predict(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import format_table, run_bench
+    from .bench import format_markdown, format_table, run_bench
+    from .storage import atomic_write_text
 
     names = [n.strip() for n in args.configs.split(",")] if args.configs else None
     result = run_bench(names, repeats=args.repeats, threads=args.threads)
+    if args.out:
+        out = Path(args.out)
+        atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out.with_suffix(".md"), format_markdown(result))
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 

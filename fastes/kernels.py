@@ -33,8 +33,8 @@ LOSS_MSE = 0
 LOSS_CROSS_ENTROPY = 1
 LOSS_CODES = {"mse": LOSS_MSE, "cross-entropy": LOSS_CROSS_ENTROPY}
 
-#: Scratch vectors per thread: layer-0 noise response, two activation buffers, low-rank u.
-N_SCRATCH = 4
+#: Scratch vectors per thread: layer-0 noise response and two activation buffers.
+N_SCRATCH = 3
 
 
 # --------------------------------------------------------------------------- helpers
@@ -96,23 +96,6 @@ def _dense_layer(theta, w, b, fan_in, fan_out, h, out):
             wrow = theta[start : start + fan_out]
             for j in range(fan_out):
                 out[j] += hi * wrow[j]
-
-
-@njit(**JIT)
-def _perturbed_layer(theta, table, off, s, w, b, fan_in, fan_out, h, out):
-    """out = h @ (W + s E) + (b + s e) with E, e at the same offsets in table[off:]."""
-    bias = theta[b : b + fan_out]
-    ebias = table[off + b : off + b + fan_out]
-    for j in range(fan_out):
-        out[j] = bias[j] + s * ebias[j]
-    for i in range(fan_in):
-        hi = h[i]
-        if hi != 0.0:
-            start = w + i * fan_out
-            wrow = theta[start : start + fan_out]
-            erow = table[off + start : off + start + fan_out]
-            for j in range(fan_out):
-                out[j] += hi * (wrow[j] + s * erow[j])
 
 
 @njit(**JIT)
@@ -276,7 +259,6 @@ def _population_losses(
         z = scratch[t, 0]
         h = scratch[t, 1]
         o = scratch[t, 2]
-        u = scratch[t, 3]
         for i in range(n_signs):
             s = sigma if i == 0 else -sigma
             _perturbed_transposed(wt_base, table, off, s, lowrank, rank, inv_sqrt_r, lr_starts,
@@ -381,9 +363,9 @@ def transposed_starts(layout) -> np.ndarray:
     return starts
 
 
-def scratch_for(dims, rank: int = 1) -> np.ndarray:
-    """Per-thread scratch, shape (max threads, N_SCRATCH, max(widths, rank)), float32."""
-    width = max(max(int(d) for d in dims[1:]), int(rank))
+def scratch_for(dims) -> np.ndarray:
+    """Per-thread scratch, shape (max threads, N_SCRATCH, widest layer), float32."""
+    width = max(int(d) for d in dims[1:])
     return np.zeros((numba.config.NUMBA_NUM_THREADS, N_SCRATCH, width), dtype=np.float32)
 
 
@@ -457,8 +439,6 @@ def population_losses(
     losses : ndarray of shape (n,), float64
     correct : ndarray of shape (n,), int64
     """
-    from .layout import ParamLayout  # noqa: F401  (documented type)
-
     indptr, indices, values = csr
     check_csr(indptr, indices, values, rows)
     _check("theta", theta, np.float32, 1)
@@ -497,7 +477,7 @@ class PopulationWorkspace:
         span = width0 + n_noise * (self.rank if self.lowrank else width0) if self.grouped else width0
         self.wide = np.empty((layout.dims[0] + 1) * span if self.grouped else 1, dtype=np.float32)
         self.layer0 = np.empty((batch, span), dtype=np.float32)
-        self.scratch = scratch_for(layout.dims, self.rank)
+        self.scratch = scratch_for(layout.dims)
         self.wt_base = np.empty(max(int(self.t_start[-1]), 1), dtype=np.float32)
         self.wscratch = np.empty((self.scratch.shape[0], 2, self.wt_base.shape[0]), dtype=np.float32)
         self.row_loss = np.empty((self.n_members, batch), dtype=np.float64)

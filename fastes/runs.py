@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
 from . import report
 from .backends import predict_logits
 from .config import Config
@@ -129,7 +127,7 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
         "config": cfg.to_dict(),
         "dataset": ds.name,
         "finished": finished,
-        "epochs_done": state.epoch if finished else state.epoch + state.batch / trainer.n_batches,
+        "epochs_done": round(state.epoch + state.batch / trainer.n_batches, 4),
         "generations": state.generation,
         "wall_seconds": round(state.elapsed, 3),
         "generations_per_second": state.generation / state.elapsed if state.elapsed > 0 else 0.0,

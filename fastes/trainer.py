@@ -50,6 +50,8 @@ class TrainState:
         Rows of metrics.csv so far.
     time_to_accuracy : dict
         First wall second at which test accuracy reached each of :data:`ACCURACY_LEVELS`.
+    optimizer : dict
+        The optimizer's state arrays (empty before the first run).
     """
 
     theta: np.ndarray
@@ -63,10 +65,6 @@ class TrainState:
     history: list = field(default_factory=list)
     time_to_accuracy: dict = field(default_factory=lambda: {k: None for k in ACCURACY_LEVELS})
     optimizer: dict = field(default_factory=dict)
-
-    @property
-    def finished_epochs(self) -> int:
-        return self.epoch
 
 
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
@@ -144,20 +142,19 @@ class Trainer:
         es_state = ESState(state.theta, state.generation)
         backend.begin(es_state.theta, es.optimizer.state(), es_state.generation)
         start = time.perf_counter() - state.elapsed
-        next_eval = state.elapsed + cfg.eval_every_seconds
+        next_eval = self._next_eval(state.elapsed)
         next_progress = 0.0
         done = 0
         n_batches, batch = self.n_batches, cfg.batch_size
         while state.epoch < cfg.epochs:
             order = epoch_order(cfg.seed, state.epoch, self.n_train, cfg.shuffle)
-            progress_frac = 0.0
             sigma = schedule(cfg.sigma_schedule, cfg.sigma, cfg.sigma_decay, state.epoch, 0.0)
             while state.batch < n_batches:
                 if self.stop_requested or (max_generations is not None and done >= max_generations):
                     return self._pause(state, es_state, start)
                 if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
+                    # the budget ends the run where it is (a larger --max-seconds can resume it)
                     self._record(state, es_state, time.perf_counter() - start, partial=True)
-                    state.epoch = cfg.epochs  # the budget ends the run
                     return self._pause(state, es_state, start)
                 rows = order[state.batch * batch : (state.batch + 1) * batch]
                 progress_frac = es_state.generation / max(self.total_generations, 1)
@@ -180,9 +177,9 @@ class Trainer:
                 state.batch += 1
                 done += 1
                 now = time.perf_counter() - start
-                if now >= next_eval:
+                if now >= next_eval and state.batch < n_batches:  # (an epoch's end records anyway)
                     self._record(state, es_state, now, partial=True)
-                    next_eval = now + cfg.eval_every_seconds
+                    next_eval = self._next_eval(now)
                 if self.progress is not None and now >= next_progress:
                     next_progress = now + 0.25
                     self._report(state, es_state, now)
@@ -195,11 +192,17 @@ class Trainer:
             state.batch = 0
             self._record(state, es_state, time.perf_counter() - start, partial=False)
             state.loss_sum, state.correct, state.seen = 0.0, 0, 0
-            next_eval = time.perf_counter() - start + cfg.eval_every_seconds
+            next_eval = self._next_eval(time.perf_counter() - start)
             if on_epoch is not None:
                 self._pause(state, es_state, start)
                 on_epoch(state)
         return self._pause(state, es_state, start)
+
+    def _next_eval(self, now: float) -> float:
+        """When to measure test accuracy next: after 1, 2, 4, 8, 16 s (so that
+        time-to-accuracy is resolved early in a run), then every ``eval_every_seconds``."""
+        every = self.config.eval_every_seconds
+        return now + every if now >= every else min(max(2.0 * now, 1.0), every)
 
     def _pause(self, state: TrainState, es_state: ESState, start: float) -> TrainState:
         state.theta = es_state.theta
@@ -209,6 +212,8 @@ class Trainer:
         return state
 
     def _record(self, state: TrainState, es_state: ESState, now: float, partial: bool) -> None:
+        if state.history and state.history[-1]["generation"] == es_state.generation:
+            return  # this generation is measured already (an epoch's end, then the budget)
         ds = self.dataset
         test_loss, test_acc = self.evaluate(es_state.theta, ds.x_test, ds.y_test)
         seen = max(state.seen, 1)

@@ -86,3 +86,26 @@ def test_bad_input_exit_2(args, match, capsys, tmp_path):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1
+
+
+def test_plot_and_bench_commands(tmp_path, quick_run, capsys):
+    out = tmp_path / "acc.png"
+    assert main(["plot", f"quick={quick_run}", str(quick_run), "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert main(["bench", "--configs", "seed", "--repeats", "2", "--json", "--out", str(tmp_path / "b")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    row = result["configs"][0]
+    assert row["name"] == "seed" and row["numba_ms"] > 0 and row["numpy_ms"] > 0 and row["gemm_fraction"] > 0
+    assert (tmp_path / "b.md").read_text().startswith("# fastes bench")
+    assert main(["plot", str(tmp_path), "--out", str(out)]) == 2
+    assert "no metrics.csv" in capsys.readouterr().err
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path, capsys):
+    assert main(["train", "--preset", "quick", "--epochs", "2", "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("epoch 1/2") and "gen/s" in out[0] and "test loss" in out[0]
+    assert out[1].startswith("epoch 2/2") and out[2].startswith("done: test accuracy")
+    assert main(["train", "--preset", "quick", "--epochs", "1", "--quiet", "--out", str(tmp_path / "q")]) == 0
+    assert capsys.readouterr().out == ""

@@ -63,9 +63,15 @@ def test_pause_and_continue_equals_one_run():
 
 
 def test_max_seconds_stops_and_records():
-    state = Trainer(QUICK.replace(epochs=1000, max_seconds=1.0)).run()
-    assert state.epoch == 1000 and state.elapsed < 10
-    assert state.history and state.history[-1]["epoch"] < 1000
+    trainer = Trainer(QUICK.replace(epochs=1000, max_seconds=1.0))
+    state = trainer.run()
+    assert 1.0 <= state.elapsed < 10 and state.epoch < 1000
+    last = state.history[-1]
+    assert last["generation"] == state.generation and last["epoch"] == pytest.approx(state.epoch + state.batch / trainer.n_batches, abs=1e-4)
+    # a larger budget continues the same run
+    stopped_at = state.generation
+    more = Trainer(QUICK.replace(epochs=1000, max_seconds=2.0)).run(state)
+    assert more.generation > stopped_at and more.elapsed >= 2.0
 
 
 def test_every_option_runs():
@@ -77,3 +83,22 @@ def test_every_option_runs():
     ):
         state = Trainer(QUICK.replace(epochs=1, **changes)).run()
         assert np.isfinite(state.theta).all() and state.history[-1]["test_accuracy"] > 0.1
+
+
+def test_metrics_rows_every_eval_interval_and_time_to_accuracy():
+    state = Trainer(QUICK.replace(epochs=2, eval_every_seconds=0.01)).run()
+    partial = [r for r in state.history if r["epoch"] != int(r["epoch"])]
+    assert len(state.history) > 2 and partial
+    walls = [r["wall_seconds"] for r in state.history]
+    assert walls == sorted(walls)
+    reached = state.time_to_accuracy["0.80"]
+    first = next(r["wall_seconds"] for r in state.history if r["test_accuracy"] >= 0.80)
+    assert reached == first
+
+
+def test_no_duplicate_rows_and_early_evaluations():
+    trainer = Trainer(QUICK.replace(epochs=1, eval_every_seconds=30.0))
+    assert [trainer._next_eval(t) for t in (0.0, 1.0, 3.0, 16.0, 30.0, 45.0)] == [1.0, 2.0, 6.0, 30.0, 60.0, 75.0]
+    state = Trainer(QUICK.replace(epochs=3, eval_every_seconds=0.001)).run()
+    keys = [(r["epoch"], r["generation"]) for r in state.history]
+    assert len(keys) == len(set(keys))

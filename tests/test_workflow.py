@@ -171,3 +171,10 @@ def test_divergence_stops_with_clear_message(tmp_path, capsys):
     err = _error_of(["train", "--preset", "quick", "--optimizer", "sgd", "--lr", "1e30", "--sigma", "1e10",
                      "--epochs", "3", "--out", str(out)], capsys)
     assert "generation" in err and ("learning rate" in err or "sigma" in err)
+
+
+def test_result_files_follow_the_umask(uninterrupted):
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("model.npz", "summary.json", "checkpoint.npz"):
+        assert (uninterrupted / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
