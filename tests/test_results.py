@@ -1,0 +1,52 @@
+"""results/ and the README: every file the README shows exists, every figure it quotes
+comes from a summary.json that carries it."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+RUNS = ("seed", "seed-numpy", "default")
+
+
+def test_every_results_file_the_readme_references_exists():
+    referenced = set(re.findall(r"results/[\w./-]+\.(?:png|json|md|csv|toml|txt|npz)", README))
+    assert referenced, "the README references no results files"
+    missing = sorted(p for p in referenced if not (ROOT / p).is_file())
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_run_folders_are_complete(run):
+    folder = ROOT / "results" / run
+    for name in ("metrics.csv", "summary.json", "metrics.png", "examples.png", "confusion_matrix.png", "config.toml"):
+        assert (folder / name).is_file(), f"{run}/{name}"
+    assert not (folder / "checkpoint.npz").exists() or "checkpoint" in (ROOT / ".gitignore").read_text()
+    summary = json.loads((folder / "summary.json").read_text())
+    for key in ("wall_seconds", "generations", "generations_per_second", "time_to_accuracy", "config", "final"):
+        assert key in summary, key
+    assert 0.0 < summary["final"]["test_accuracy"] <= 1.0
+    assert set(summary["time_to_accuracy"]) == {"0.80", "0.85", "0.89", "0.95", "0.97", "0.98"}
+
+
+def test_readme_quotes_the_summaries():
+    """The comparison table's accuracy and wall time for each run match its summary.json."""
+    for run in RUNS:
+        summary = json.loads((ROOT / "results" / run / "summary.json").read_text())
+        accuracy = f"{100 * summary['final']['test_accuracy']:.2f}%"
+        seconds = f"{summary['wall_seconds']:.0f} s"
+        row = next((line for line in README.splitlines() if f"results/{run}/" in line and line.startswith("|")), None)
+        assert row is not None, f"no README table row for results/{run}"
+        assert accuracy in row and seconds in row, (row, accuracy, seconds)
+
+
+def test_benchmark_json_has_the_documented_keys():
+    bench = json.loads((ROOT / "results" / "benchmark.json").read_text())
+    assert bench["gemm_gflops"] > 0 and bench["cpu"] and bench["date"]
+    names = {c["name"] for c in bench["configs"]}
+    assert {"seed", "medium", "large"} <= names
+    for row in bench["configs"]:
+        assert set(row) >= {"name", "numba_ms", "numpy_ms", "speedup", "gflops", "gemm_fraction"}
