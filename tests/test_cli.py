@@ -32,7 +32,9 @@ def test_train_writes_every_result_file(quick_run):
     assert summary["config"]["population"] == 128
     lines = (quick_run / "metrics.csv").read_text().splitlines()
     assert lines[0] == "epoch,generation,wall_seconds,train_loss,train_accuracy,test_loss,test_accuracy"
-    assert len(lines) == 3
+    # one row per epoch, plus timed rows in between (how many depends on the machine)
+    epochs = [float(line.split(",")[0]) for line in lines[1:]]
+    assert [e for e in epochs if e == int(e)] == [1.0, 2.0] and epochs[-1] == 2.0
 
 
 def test_model_file_loads_with_plain_numpy(quick_run):
