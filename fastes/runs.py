@@ -15,9 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from . import report
-from .backends import predict_logits
 from .config import Config
-from .errors import FastesError
+from .errors import FastesError, ModelFileError
 from .storage import atomic_write_text, load_checkpoint, save_checkpoint, save_model
 from .trainer import ACCURACY_LEVELS, Trainer, TrainState
 
@@ -89,7 +88,10 @@ def train_to_folder(config: Config | None, out: Path, resume: bool = False, over
     state = None
     if resume:
         state, saved_config, _ = load_checkpoint(out / "checkpoint.npz")
-        config = Config(**saved_config).replace(**(resume_changes or {}))
+        try:
+            config = Config(**saved_config).replace(**(resume_changes or {}))
+        except TypeError as exc:
+            raise ModelFileError(f"checkpoint in {out} holds a configuration this fastes cannot read ({exc})") from None
     trainer = Trainer(config, progress=progress)
     if state is not None and state.theta.shape[0] != trainer.layout.size:
         raise RunFolderError(f"checkpoint in {out} does not match the model of its config")
@@ -120,8 +122,7 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
     started = time.perf_counter()
     train_loss, train_acc = trainer.evaluate(theta, ds.x_train, ds.y_train)
     test_loss, test_acc = trainer.evaluate(theta, ds.x_test, ds.y_test)
-    logits = predict_logits(theta, layout, ds.x_test)
-    predictions = logits.argmax(axis=1)
+    predictions = trainer.logits(theta, ds.x_test).argmax(axis=1)
     labels = list(range(ds.n_classes))
     summary = {
         "config": cfg.to_dict(),

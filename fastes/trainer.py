@@ -110,15 +110,18 @@ class Trainer:
         theta = self.layout.init(self.config.init, self.config.init_std, rng)
         return TrainState(theta=theta)
 
+    def logits(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Logits (N, C) of ``theta`` for x (N, d); x's CSR form is kept, since the test set
+        is evaluated every epoch (the array is held too, so its id stays its own)."""
+        if id(x) not in self._csr_cache:
+            self._csr_cache[id(x)] = (x, to_csr(x))
+        return predict_logits(theta, self.layout, x, self._csr_cache[id(x)][1])
+
     def evaluate(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Mean loss and accuracy of ``theta`` on (x (N, d), y (N,))."""
         if len(y) == 0:
             return float("nan"), float("nan")
-        # the test set is evaluated every epoch: convert it to CSR once
-        if id(x) not in self._csr_cache:
-            self._csr_cache[id(x)] = (x, to_csr(x))
-        logits = predict_logits(theta, self.layout, x, self._csr_cache[id(x)][1])
-        row_loss, ok = losses_from_logits(logits, y, self.config.loss)
+        row_loss, ok = losses_from_logits(self.logits(theta, x), y, self.config.loss)
         return float(row_loss.mean()), float(ok.mean())
 
     # ------------------------------------------------------------------ loop

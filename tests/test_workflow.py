@@ -178,3 +178,17 @@ def test_result_files_follow_the_umask(uninterrupted):
     os.umask(mask)
     for name in ("model.npz", "summary.json", "checkpoint.npz"):
         assert (uninterrupted / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_checkpoint_with_unreadable_config(tmp_path, uninterrupted, capsys):
+    import json as _json
+
+    with np.load(uninterrupted / "checkpoint.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = _json.loads(str(arrays["meta"]))
+    meta["config"]["colour"] = "red"
+    arrays["meta"] = np.array(_json.dumps(meta))
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "checkpoint.npz", **arrays)
+    assert "cannot read" in _error_of(["train", "--resume", str(run)], capsys)
