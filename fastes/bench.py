@@ -60,18 +60,21 @@ class Generation:
         self.state = self.trainer.initial_state()
         self.rows = np.arange(self.config.batch_size, dtype=np.int64)
         self.forward_seconds = 0.0
-        self.trainer.backend.begin(self.state.theta, self.trainer.es.optimizer.state(), 0)
+        backend = self.trainer.backend
+        backend.begin(self.state.theta, self.trainer.es.optimizer.state(), 0)
+        # time the population forward inside the trainer's own generation step
+        population_losses = backend.population_losses
+
+        def timed(*args):
+            t0 = time.perf_counter()
+            losses = population_losses(*args)
+            self.forward_seconds = time.perf_counter() - t0
+            return losses
+
+        backend.population_losses = timed
 
     def __call__(self) -> None:
-        tr, st = self.trainer, self.state
-        offsets = tr.es.ask(st)
-        t0 = time.perf_counter()
-        losses = tr.backend.population_losses(st.theta, offsets, self.config.sigma, self.rows, st.generation)
-        self.forward_seconds = time.perf_counter() - t0
-        weights = tr.es.weights(losses)
-        grad = tr.backend.noise_sum(offsets, weights)
-        tr.es.tell(st, grad, self.config.lr)
-        tr.backend.record_step(weights, self.config.lr)
+        self.trainer.generation(self.state, self.rows, self.config.sigma, self.config.lr)
 
     def forward_flops(self) -> float:
         dims = self.trainer.layout.dims

@@ -377,6 +377,12 @@ def _check(name: str, array: np.ndarray, dtype, ndim: int) -> None:
         raise ValueError(f"{name} must be C-contiguous")
 
 
+def check_offsets(offsets, width: int, table) -> None:
+    """Every noise window ``table[offset : offset + width]`` must lie inside the table."""
+    if len(offsets) and (offsets.min() < 0 or offsets.max() + width > len(table)):
+        raise IndexError("a noise offset runs past the end of the noise table")
+
+
 def check_csr(indptr, indices, values, rows) -> None:
     """Validate CSR inputs and the batch's row numbers."""
     _check("indptr", indptr, np.int64, 1)
@@ -444,9 +450,7 @@ def population_losses(
     _check("theta", theta, np.float32, 1)
     _check("offsets", offsets, np.int64, 1)
     _check("labels", labels, np.int32, 1)
-    width = layout.noise_size(perturbation, rank)
-    if len(offsets) and (offsets.min() < 0 or offsets.max() + width > len(table)):
-        raise IndexError("a noise offset runs past the end of the noise table")
+    check_offsets(offsets, layout.noise_size(perturbation, rank), table)
     ws = PopulationWorkspace(layout, len(offsets), antithetic, len(rows), perturbation, rank, threads)
     return ws.losses(theta, table, offsets, sigma, csr, rows, labels, LOSS_CODES[loss])
 
@@ -519,8 +523,7 @@ def noise_weighted_sum(table, offsets, weights, size, out=None, chunk=2048) -> n
     _check("weights", weights, np.float64, 1)
     if len(offsets) != len(weights):
         raise ValueError(f"{len(offsets)} offsets but {len(weights)} weights")
-    if len(offsets) and (offsets.min() < 0 or offsets.max() + size > len(table)):
-        raise IndexError("a noise offset runs past the end of the noise table")
+    check_offsets(offsets, size, table)
     if out is None:
         out = np.empty(size, dtype=np.float64)
     _noise_weighted_sum(table, offsets, weights, chunk, out)
@@ -558,8 +561,7 @@ def lowrank_weighted_sum(table, offsets, weights, layout, rank, out=None, stacks
     _check("offsets", offsets, np.int64, 1)
     _check("weights", weights, np.float64, 1)
     n = len(offsets)
-    if n and (offsets.min() < 0 or offsets.max() + layout.lowrank_size(rank) > len(table)):
-        raise IndexError("a noise offset runs past the end of the noise table")
+    check_offsets(offsets, layout.lowrank_size(rank), table)
     if out is None:
         out = np.empty(layout.size, dtype=np.float64)
     if stacks is None:

@@ -67,6 +67,17 @@ class TrainState:
     optimizer: dict = field(default_factory=dict)
 
 
+    @property
+    def train_loss(self) -> float:
+        """Mean loss of the updated model over the epoch's batches so far (NaN before any)."""
+        return self.loss_sum / self.seen if self.seen else float("nan")
+
+    @property
+    def train_accuracy(self) -> float:
+        """Accuracy of the updated model over the epoch's batches so far (NaN before any)."""
+        return self.correct / self.seen if self.seen else float("nan")
+
+
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
     """Row order of an epoch: in order (the original), or a permutation from (seed, epoch)."""
     if not shuffle:
@@ -162,17 +173,7 @@ class Trainer:
                 rows = order[state.batch * batch : (state.batch + 1) * batch]
                 progress_frac = es_state.generation / max(self.total_generations, 1)
                 lr = schedule(cfg.lr_schedule, cfg.lr, cfg.lr_decay, state.epoch, progress_frac)
-                offsets = es.ask(es_state)
-                losses = backend.population_losses(es_state.theta, offsets, sigma, rows, es_state.generation)
-                if not np.isfinite(losses).all():
-                    raise DivergenceError(
-                        f"population loss became NaN/inf at generation {es_state.generation} "
-                        f"(epoch {state.epoch + 1}); sigma ({sigma:g}) or learning rate ({lr:g}) is likely too large"
-                    )
-                weights = es.weights(losses)
-                grad = backend.noise_sum(offsets, weights)
-                es.tell(es_state, grad, lr)
-                backend.record_step(weights, lr)
+                self.generation(es_state, rows, sigma, lr, state.epoch)
                 loss_sum, correct = backend.batch_metrics(es_state.theta, rows)
                 state.loss_sum += loss_sum
                 state.correct += correct
@@ -201,6 +202,25 @@ class Trainer:
                 on_epoch(state)
         return self._pause(state, es_state, start)
 
+    def generation(self, es_state, rows: np.ndarray, sigma: float, lr: float, epoch: int = 0) -> np.ndarray:
+        """One ES generation on training ``rows`` (B,): ask for noise, score the population,
+        shape the losses, estimate the gradient, step. Returns the losses, shape (n,).
+
+        ``es_state`` is anything with ``theta`` and ``generation`` (both updated)."""
+        es, backend = self.es, self.backend
+        offsets = es.ask(es_state)
+        losses = backend.population_losses(es_state.theta, offsets, sigma, rows, es_state.generation)
+        if not np.isfinite(losses).all():
+            raise DivergenceError(
+                f"population loss became NaN/inf at generation {es_state.generation} "
+                f"(epoch {epoch + 1}); sigma ({sigma:g}) or learning rate ({lr:g}) is likely too large"
+            )
+        weights = es.weights(losses)
+        grad = backend.noise_sum(offsets, weights)
+        es.tell(es_state, grad, lr)
+        backend.record_step(weights, lr)
+        return losses
+
     def _next_eval(self, now: float) -> float:
         """When to measure test accuracy next: after 1, 2, 4, 8, 16 s (so that
         time-to-accuracy is resolved early in a run), then every ``eval_every_seconds``."""
@@ -219,14 +239,13 @@ class Trainer:
             return  # this generation is measured already (an epoch's end, then the budget)
         ds = self.dataset
         test_loss, test_acc = self.evaluate(es_state.theta, ds.x_test, ds.y_test)
-        seen = max(state.seen, 1)
         epoch = state.epoch + (state.batch / self.n_batches if partial else 0.0)
         row = {
             "epoch": round(epoch, 4),
             "generation": es_state.generation,
             "wall_seconds": round(now, 3),
-            "train_loss": state.loss_sum / seen if state.seen else float("nan"),
-            "train_accuracy": state.correct / seen if state.seen else float("nan"),
+            "train_loss": state.train_loss,
+            "train_accuracy": state.train_accuracy,
             "test_loss": test_loss,
             "test_accuracy": test_acc,
         }
@@ -238,7 +257,6 @@ class Trainer:
             self._report(state, es_state, now, row)
 
     def _report(self, state: TrainState, es_state: ESState, now: float, row: dict | None = None) -> None:
-        seen = max(state.seen, 1)
         self.progress({
             "epoch": state.epoch,
             "epochs": self.config.epochs,
@@ -248,7 +266,7 @@ class Trainer:
             "total_generations": self.total_generations,
             "elapsed": now,
             "generations_per_second": es_state.generation / now if now > 0 else 0.0,
-            "train_loss": state.loss_sum / seen if state.seen else float("nan"),
-            "train_accuracy": state.correct / seen if state.seen else float("nan"),
+            "train_loss": state.train_loss,
+            "train_accuracy": state.train_accuracy,
             "row": row,
         })
