@@ -66,12 +66,8 @@ class NumbaBackend:
         )
         self.grad = np.empty(layout.size, dtype=np.float64)
         self.stacks = kernels.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
-        batch = config.batch_size
-        self.logits = np.empty((batch, layout.dims[-1]), dtype=np.float32)
-        self.row_loss = np.empty(batch, dtype=np.float64)
-        self.row_correct = np.empty(batch, dtype=np.int64)
-        self.scratch = kernels.scratch_for(layout.dims)
-        self.dims, self.w_start, self.b_start = layout.dims_array, layout.w_start, layout.b_start
+        self.forward = kernels.ForwardWorkspace(layout, config.batch_size)
+        self._checked = False
 
     def begin(self, theta, optimizer, generation):
         """Training starts or resumes from these parameters (only remote backends care)."""
@@ -80,10 +76,16 @@ class NumbaBackend:
         """An update was taken with these noise weights and learning rate (remote backends
         replay it on their own copy of the parameters)."""
 
-    def population_losses(self, theta, offsets, sigma, rows, generation=None):
-        """Mean batch loss of every member, shape (n,), float64 (a view reused next call)."""
-        losses, _ = self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels, self.loss_code)
-        return losses
+    def population_losses(self, theta, offsets, sigma, rows, generation=None, timings=None):
+        """Mean batch loss of every member, shape (n,), float64 (a view reused next call).
+
+        The arrays are validated on the first call of a run (their dtypes and shapes do not
+        change afterwards; every generation's offsets fit the table by construction)."""
+        if not self._checked:
+            self.workspace.check(theta, self.table, offsets, self.csr, rows, self.labels)
+            self._checked = True
+        return self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels, self.loss_code,
+                                     timings=timings)
 
     def noise_sum(self, offsets, weights):
         """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64."""
@@ -94,11 +96,7 @@ class NumbaBackend:
 
     def batch_metrics(self, theta, rows):
         """Summed loss (float) and correct count (int) of the model on training rows."""
-        n = len(rows)
-        logits = self.logits[:n]
-        kernels._forward_rows(theta, self.dims, self.w_start, self.b_start, *self.csr, rows, self.scratch, logits)
-        kernels._batch_losses(logits, self.labels, rows, self.loss_code, self.row_loss[:n], self.row_correct[:n])
-        return float(self.row_loss[:n].sum()), int(self.row_correct[:n].sum())
+        return self.forward.metrics(theta, self.csr, rows, self.labels, self.loss_code)
 
 
 class NumpyBackend:

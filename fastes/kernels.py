@@ -1,15 +1,32 @@
 """Numba kernels: the whole population's forward passes and losses, and the noise sums.
 
 Private ``_``-prefixed kernels do the work over preallocated arrays and allocate nothing;
-the public functions below them check shapes and dtypes once and call them. Every kernel
-has a NumPy twin in :mod:`fastes.reference` that the tests compare it against.
+the public functions and :class:`PopulationWorkspace` below them check shapes and dtypes once
+and call them. Every kernel has a NumPy twin in :mod:`fastes.reference` that the tests
+compare it against.
+
+A generation runs in phase kernels, each one call:
+
+1. :func:`_first_layer`: ``x @ W0 + b0`` once per batch row, shared by every member
+   (``x @ (W0 + s E0) = x @ W0 + s * (x @ E0)``); for low-rank noise (and for small
+   full-rank populations) every member's first-layer noise projection in the same sparse
+   pass, the noise gathered side by side so that the inner loop is long.
+2. :func:`_member_losses`: per (noise vector, block of rows) task, the noise response of the
+   first layer, each sign's later layers and the loss of every row.
+3. :func:`_reduce_members`: each member's mean loss, summed over rows in order (inside phase
+   2 when a task holds all rows).
 
 Inputs reach the kernels as CSR rows (``indptr``, ``indices``, ``values``) plus the batch's
-row numbers: MNIST is 81% zeros, and the first layer holds almost all of the work, so it
-only visits non-zero pixels. Layers are described by ``dims`` (widths, input first) and
-``w_start``/``b_start`` (offsets into the flat parameter vector, see
-:mod:`fastes.layout`). A member's noise is the window ``table[offset:]`` of the shared
-noise table (:mod:`fastes.noise`).
+row numbers: MNIST is 81% zeros and the first layer holds most of the work. Layer geometry
+travels in one int64 array ``geo`` (see :func:`geometry`), run flags in ``flags``, so a call
+unboxes few arguments.
+
+Speed notes, each measured: inner loops index flat arrays with ``uint64`` offsets (Numba
+adds no negative-index wraparound branch for unsigned indices, so LLVM vectorises them,
+and no array view is created per row, whose reference counting cost more than the
+arithmetic); later layers compute two rows x four outputs per pass so that every loaded
+weight and activation feeds several FMAs; the loss runs over a block of rows with a
+polynomial exp/log that vectorises (``math.exp`` is a scalar libm call per logit).
 
 Determinism: every ``prange`` iteration writes only its own rows of the output, and sums
 over rows or members run in a fixed order afterwards, so results are identical for any
@@ -19,6 +36,7 @@ thread count.
 from __future__ import annotations
 
 import math
+import types
 
 import numba
 import numpy as np
@@ -33,286 +51,525 @@ LOSS_MSE = 0
 LOSS_CROSS_ENTROPY = 1
 LOSS_CODES = {"mse": LOSS_MSE, "cross-entropy": LOSS_CROSS_ENTROPY}
 
-#: Scratch vectors per thread: layer-0 noise response and two activation buffers.
-N_SCRATCH = 3
+# Rows of ``geo``: per layer l (columns), its widths and offsets.
+G_DIMS, G_W, G_B, G_T, G_LRA, G_LRB, G_LRE = range(7)
+# Entries of ``flags``.
+F_SIGNS, F_LOWRANK, F_RANK, F_LOSS, F_BLOCKS, F_GROUPED, F_PHASES = range(7)
+#: ``flags[F_PHASES]``: how much of a member's work to do (the profile times each prefix).
+PHASE_NOISE, PHASE_LAYERS, PHASE_LOSS = 1, 2, 3
+
+U0 = np.uint64(0)
 
 
 # --------------------------------------------------------------------------- helpers
+#
+# Helpers take a whole block of rows per call: a call that passes arrays increfs and decrefs
+# each of them (atomics on reference counts that both threads share), which per row cost
+# more than the arithmetic and kept two threads from being faster than one.
 
 
 @njit(**JIT)
-def _row_loss(out, label, loss_kind):
-    """Loss of one row's logits ``out`` (C,) and whether its argmax equals ``label``.
-
-    Transcendentals run in float32 (``expf``/``logf``, several times faster than double);
-    the row's loss is returned as float64 and summed over rows in float64.
-    """
-    n_out = out.shape[0]
-    best = 0
-    for c in range(1, n_out):
-        if out[c] > out[best]:
-            best = c
-    if loss_kind == LOSS_MSE:
-        loss = np.float32(0.0)
-        for c in range(n_out):
-            d = out[c] - (np.float32(1.0) if c == label else np.float32(0.0))
-            loss += d * d
-        return np.float64(loss), best == label
-    top = out[best]
-    acc = np.float32(0.0)
-    for c in range(n_out):
-        acc += math.exp(out[c] - top)
-    return np.float64(top + math.log(acc) - out[label]), best == label
-
-
-@njit(**JIT)
-def _sparse_layer0(params, w0, b0, width, indptr, indices, values, row, out):
-    """out = x_row @ W0 + b0 for one CSR row (W0 stored (fan_in, width) at params[w0:]).
-
-    Inner loops index slices with ``range`` counters so that LLVM can prove the indices
-    non-negative, drop Numba's wraparound checks and vectorise (2-3x faster).
-    """
-    bias = params[b0 : b0 + width]
-    for j in range(width):
-        out[j] = bias[j]
-    for p in range(indptr[row], indptr[row + 1]):
-        v = values[p]
-        start = w0 + indices[p] * width
-        w = params[start : start + width]
+def _sparse_rows(params, start, width, indptr, indices, values, rows, r0, r1, out, at, stride):
+    """``out[at + q*stride : ... + width] = x_{rows[r0+q]} @ W`` for ``q < r1 - r0``, W
+    (d, width) row-major at ``params[start:]``. Four non-zero pixels per pass: a quarter of
+    the loads and stores of the output row, which bound this loop."""
+    w = np.uint64(width)
+    base = np.uint64(start)
+    for q in range(r1 - r0):
+        row = rows[r0 + q]
+        o = np.uint64(at + q * stride)
         for j in range(width):
-            out[j] += v * w[j]
+            out[o + np.uint64(j)] = 0.0
+        p = indptr[row]
+        end = indptr[row + 1]
+        while p + 4 <= end:
+            v0, v1, v2, v3 = values[p], values[p + 1], values[p + 2], values[p + 3]
+            s0 = base + np.uint64(indices[p]) * w
+            s1 = base + np.uint64(indices[p + 1]) * w
+            s2 = base + np.uint64(indices[p + 2]) * w
+            s3 = base + np.uint64(indices[p + 3]) * w
+            for j in range(width):
+                u = np.uint64(j)
+                out[o + u] += (v0 * params[s0 + u] + v1 * params[s1 + u]) + (v2 * params[s2 + u] + v3 * params[s3 + u])
+            p += 4
+        while p < end:
+            v0 = values[p]
+            s0 = base + np.uint64(indices[p]) * w
+            for j in range(width):
+                u = np.uint64(j)
+                out[o + u] += v0 * params[s0 + u]
+            p += 1
 
 
 @njit(**JIT)
-def _dense_layer(theta, w, b, fan_in, fan_out, h, out):
-    """out = h @ W + b with W stored (fan_in, fan_out) at theta[w:]; skips zero inputs."""
-    bias = theta[b : b + fan_out]
-    for j in range(fan_out):
-        out[j] = bias[j]
-    for i in range(fan_in):
-        hi = h[i]
-        if hi != 0.0:
-            start = w + i * fan_out
-            wrow = theta[start : start + fan_out]
-            for j in range(fan_out):
-                out[j] += hi * wrow[j]
+def _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1, indptr, indices, values, rows, zs):
+    """``zs[q*H1 : (q+1)*H1]``: the first-layer noise response ``x @ E0 + e0`` of row ``r0 + q``
+    for noise vector k (low rank: ``(x @ A.T) @ B / sqrt(r) + e``), with ``x @ E0`` or
+    ``x @ A.T`` from the grouped first-layer pass (``proj``, (n_noise, B, cols)) or
+    computed here from the noise table."""
+    width0 = geo[G_DIMS, 1]
+    n = r1 - r0
+    if lowrank:
+        e0 = np.uint64(off + geo[G_LRE, 0])
+        inv_sqrt_r = np.float32(1.0 / math.sqrt(rank))
+        for q in range(n):
+            o = np.uint64(q * width0)
+            for j in range(width0):
+                zs[o + np.uint64(j)] = table[e0 + np.uint64(j)]
+            for f in range(rank):
+                uq = proj[(k * batch + r0 + q) * rank + f] * inv_sqrt_r
+                b0 = np.uint64(off + geo[G_LRB, 0] + f * width0)
+                for j in range(width0):
+                    u = np.uint64(j)
+                    zs[o + u] += uq * table[b0 + u]
+        return
+    if grouped:
+        for q in range(n):
+            src = np.uint64((k * batch + r0 + q) * width0)
+            o = np.uint64(q * width0)
+            for j in range(width0):
+                zs[o + np.uint64(j)] = proj[src + np.uint64(j)]
+    else:
+        _sparse_rows(table, off + geo[G_W, 0], width0, indptr, indices, values, rows, r0, r1, zs, 0, width0)
+    e0 = np.uint64(off + geo[G_B, 0])
+    for q in range(n):
+        o = np.uint64(q * width0)
+        for j in range(width0):
+            u = np.uint64(j)
+            zs[o + u] += table[e0 + u]
 
 
 @njit(**JIT)
-def _transpose_layers(theta, dims, w_start, b_start, t_start, out):
+def _tail_block(base, base_at, zs, s, wt, geo, n, hs, lt, stride):
+    """Logits of ``n`` rows of one member into ``lt[c * stride + q]``: the first layer's
+    ``base + s * z`` (rows of H1 at ``base[base_at:]`` and ``zs``), then ReLU and the later
+    layers, whose weights ``wt`` are stored transposed ((fan_out, fan_in) then the bias).
+
+    Two rows x four outputs per pass of the inner loop: each loaded weight feeds two FMAs
+    and each activation four, and the eight sums stay in registers (a dot product per output
+    would reload the activations; a broadcast per weight would store the outputs each step).
+    """
+    n_layers = geo.shape[1] - 1
+    width0 = geo[G_DIMS, 1]
+    n_out = geo[G_DIMS, n_layers]
+    maxw = hs.shape[0] // 4
+    zero = np.float32(0.0)
+    st = np.uint64(stride)
+    for q in range(0, n, 2):
+        qb = q + 1 if q + 1 < n else q
+        ba = np.uint64(base_at + q * width0)
+        bb = np.uint64(base_at + qb * width0)
+        za = np.uint64(q * width0)
+        zb = np.uint64(qb * width0)
+        if n_layers == 1:  # no hidden layer: the first layer gives the logits
+            for c in range(n_out):
+                u = np.uint64(c)
+                lt[u * st + np.uint64(q)] = base[ba + u] + s * zs[za + u]
+                lt[u * st + np.uint64(q + 1)] = base[bb + u] + s * zs[zb + u]
+            continue
+        # ReLU as a select, not a conditional store nor max() (which keeps NaN semantics):
+        # LLVM vectorises only this form.
+        xb0 = np.uint64(maxw)
+        for j in range(width0):
+            u = np.uint64(j)
+            va = base[ba + u] + s * zs[za + u]
+            vb = base[bb + u] + s * zs[zb + u]
+            hs[u] = va if va > zero else zero
+            hs[xb0 + u] = vb if vb > zero else zero
+        xa, xb, ya, yb = 0, maxw, 2 * maxw, 3 * maxw
+        for l in range(1, n_layers):
+            fan_in = geo[G_DIMS, l]
+            fan_out = geo[G_DIMS, l + 1]
+            t0 = geo[G_T, l]
+            last = l == n_layers - 1
+            dst = lt if last else hs
+            oa = np.uint64(q if last else ya)
+            ob = np.uint64(q + 1 if last else yb)
+            os_ = st if last else np.uint64(1)
+            ia = np.uint64(xa)
+            ib = np.uint64(xb)
+            nn = np.uint64(fan_in)
+            bias = np.uint64(t0 + fan_out * fan_in)
+            c = 0
+            while c + 4 <= fan_out:
+                w0 = np.uint64(t0 + c * fan_in)
+                w1 = w0 + nn
+                w2 = w1 + nn
+                w3 = w2 + nn
+                a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+                for j in range(fan_in):
+                    u = np.uint64(j)
+                    x = hs[ia + u]
+                    y = hs[ib + u]
+                    p0, p1, p2, p3 = wt[w0 + u], wt[w1 + u], wt[w2 + u], wt[w3 + u]
+                    a0 += x * p0
+                    a1 += x * p1
+                    a2 += x * p2
+                    a3 += x * p3
+                    b0 += y * p0
+                    b1 += y * p1
+                    b2 += y * p2
+                    b3 += y * p3
+                cu = np.uint64(c)
+                one = np.uint64(1)
+                dst[oa + cu * os_] = a0 + wt[bias + cu]
+                dst[oa + (cu + one) * os_] = a1 + wt[bias + cu + one]
+                dst[oa + (cu + 2 * one) * os_] = a2 + wt[bias + cu + 2 * one]
+                dst[oa + (cu + 3 * one) * os_] = a3 + wt[bias + cu + 3 * one]
+                dst[ob + cu * os_] = b0 + wt[bias + cu]
+                dst[ob + (cu + one) * os_] = b1 + wt[bias + cu + one]
+                dst[ob + (cu + 2 * one) * os_] = b2 + wt[bias + cu + 2 * one]
+                dst[ob + (cu + 3 * one) * os_] = b3 + wt[bias + cu + 3 * one]
+                c += 4
+            while c < fan_out:
+                w0 = np.uint64(t0 + c * fan_in)
+                a0 = b0 = zero
+                for j in range(fan_in):
+                    u = np.uint64(j)
+                    p0 = wt[w0 + u]
+                    a0 += hs[ia + u] * p0
+                    b0 += hs[ib + u] * p0
+                cu = np.uint64(c)
+                dst[oa + cu * os_] = a0 + wt[bias + cu]
+                dst[ob + cu * os_] = b0 + wt[bias + cu]
+                c += 1
+            if not last:
+                for j in range(fan_out):
+                    u = np.uint64(j)
+                    va = hs[oa + u]
+                    vb = hs[ob + u]
+                    hs[oa + u] = va if va > zero else zero
+                    hs[ob + u] = vb if vb > zero else zero
+                xa, xb, ya, yb = ya, yb, xa, xb
+
+
+# Cephes expf / logf constants: float32 accuracy (relative error ~1e-7) from polynomials that
+# vectorise over a block of rows (``math.exp`` is a scalar libm call per logit).
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_SQRT2 = np.float32(1.41421356)
+
+
+@njit(**JIT)
+def _block_loss(lt, n_out, stride, n, vs, loss_kind, out, out_at):
+    """Loss of ``n`` rows whose logits are ``lt[c * stride + q]`` (q < n), into
+    ``out[out_at + q]`` (float64). ``vs`` (6, >= n) float32 scratch; its row 5 holds the
+    rows' labels as int32."""
+    acc = vs[1]
+    lab = vs[5].view(np.int32)
+    st = np.uint64(stride)
+    o = np.uint64(out_at)
+    for q in range(n):
+        acc[q] = 0.0
+    if loss_kind == LOSS_MSE:
+        for c in range(n_out):
+            at = np.uint64(c) * st
+            for q in range(n):
+                d = lt[at + np.uint64(q)] - (np.float32(1.0) if lab[q] == c else np.float32(0.0))
+                acc[q] += d * d
+        for q in range(n):
+            out[o + np.uint64(q)] = acc[q]
+        return
+    top = vs[0]
+    pick = vs[2]
+    mant = vs[3]
+    scale = vs[4]
+    bits = scale.view(np.int32)
+    for q in range(n):
+        top[q] = lt[q]
+        pick[q] = 0.0
+    for c in range(1, n_out):
+        at = np.uint64(c) * st
+        for q in range(n):
+            v = lt[at + np.uint64(q)]
+            top[q] = v if v > top[q] else top[q]
+    for c in range(n_out):
+        at = np.uint64(c) * st
+        for q in range(n):
+            v = lt[at + np.uint64(q)]
+            pick[q] += v if lab[q] == c else np.float32(0.0)
+            d = v - top[q]
+            d = d if d > np.float32(-87.0) else np.float32(-87.0)
+            nf = np.floor(d * _LOG2E + np.float32(0.5))
+            r = d - nf * _LN2_HI - nf * _LN2_LO
+            p = np.float32(1.9875691500e-4)
+            p = p * r + np.float32(1.3981999507e-3)
+            p = p * r + np.float32(8.3334519073e-3)
+            p = p * r + np.float32(4.1665795894e-2)
+            p = p * r + np.float32(1.6666665459e-1)
+            p = p * r + np.float32(5.0000001201e-1)
+            mant[q] = p * r * r + r + np.float32(1.0)
+            bits[q] = (np.int32(nf) + np.int32(127)) << np.int32(23)
+        for q in range(n):
+            acc[q] += mant[q] * scale[q]
+    # log(acc), acc in [1, n_out]: acc = m * 2^e, log m by polynomial
+    acc_bits = acc.view(np.int32)
+    for q in range(n):
+        b = acc_bits[q]
+        bits[q] = (b & np.int32(0x7FFFFF)) | np.int32(0x3F800000)
+        mant[q] = np.float32((b >> np.int32(23)) - np.int32(127))
+    for q in range(n):
+        m = scale[q]
+        e = mant[q]
+        big = m > _SQRT2
+        m = m * np.float32(0.5) if big else m
+        e = e + np.float32(1.0) if big else e
+        x = m - np.float32(1.0)
+        z = x * x
+        y = np.float32(7.0376836292e-2)
+        y = y * x - np.float32(1.1514610310e-1)
+        y = y * x + np.float32(1.1676998740e-1)
+        y = y * x - np.float32(1.2420140846e-1)
+        y = y * x + np.float32(1.4249322787e-1)
+        y = y * x - np.float32(1.6668057665e-1)
+        y = y * x + np.float32(2.0000714765e-1)
+        y = y * x - np.float32(2.4999993993e-1)
+        y = y * x + np.float32(3.3333331174e-1)
+        y = y * x * z + e * _LN2_LO - np.float32(0.5) * z
+        log_acc = x + y + e * _LN2_HI
+        out[o + np.uint64(q)] = top[q] + log_acc - pick[q]
+
+
+@njit(**JIT)
+def _transpose_layers(theta, geo, out):
     """Layers >= 1 of the unperturbed model, transposed: (fan_out, fan_in) then bias."""
-    for l in range(1, dims.shape[0] - 1):
-        fan_in = dims[l]
-        fan_out = dims[l + 1]
-        t0 = t_start[l]
+    for l in range(1, geo.shape[1] - 1):
+        fan_in = geo[G_DIMS, l]
+        fan_out = geo[G_DIMS, l + 1]
+        t0 = geo[G_T, l]
+        w = geo[G_W, l]
         for i in range(fan_in):
             for j in range(fan_out):
-                out[t0 + j * fan_in + i] = theta[w_start[l] + i * fan_out + j]
+                out[t0 + j * fan_in + i] = theta[w + i * fan_out + j]
         for j in range(fan_out):
-            out[t0 + fan_out * fan_in + j] = theta[b_start[l] + j]
+            out[t0 + fan_out * fan_in + j] = theta[geo[G_B, l] + j]
 
 
 @njit(**JIT)
-def _perturbed_transposed(wt_base, table, off, s, lowrank, rank, inv_sqrt_r, lr_starts,
-                          dims, w_start, b_start, t_start, out):
-    """Layers >= 1 of one member, ``W + s E`` (or ``W + s A.T B / sqrt(r)``) and
-    ``b + s e``, transposed like ``wt_base`` so that each output is one contiguous dot
-    product in :func:`_transposed_layer`. Built once per task and sign, reused for every
-    row of the task."""
-    for l in range(1, dims.shape[0] - 1):
-        fan_in = dims[l]
-        fan_out = dims[l + 1]
-        t0 = t_start[l]
+def _perturbed_transposed(wt_base, table, off, s, lowrank, rank, geo, out):
+    """Layers >= 1 of one member, ``W + s E`` (or ``W + s A.T B / sqrt(r)``) and ``b + s e``,
+    transposed like ``wt_base``. Built once per task and sign, reused for all its rows."""
+    inv_sqrt_r = np.float32(1.0 / math.sqrt(rank))
+    for l in range(1, geo.shape[1] - 1):
+        fan_in = geo[G_DIMS, l]
+        fan_out = geo[G_DIMS, l + 1]
+        t0 = geo[G_T, l]
+        n = np.uint64(fan_in)
         for j in range(fan_out):
-            dst = out[t0 + j * fan_in : t0 + (j + 1) * fan_in]
-            src = wt_base[t0 + j * fan_in : t0 + (j + 1) * fan_in]
+            d0 = np.uint64(t0 + j * fan_in)
             for i in range(fan_in):
-                dst[i] = src[i]
+                out[d0 + np.uint64(i)] = wt_base[d0 + np.uint64(i)]
             if lowrank:
                 for q in range(rank):
-                    coef = s * inv_sqrt_r * table[off + lr_starts[1, l] + q * fan_out + j]
-                    a0 = off + lr_starts[0, l] + q * fan_in
-                    arow = table[a0 : a0 + fan_in]
+                    coef = s * inv_sqrt_r * table[off + geo[G_LRB, l] + q * fan_out + j]
+                    a0 = np.uint64(off + geo[G_LRA, l] + q * fan_in)
                     for i in range(fan_in):
-                        dst[i] += coef * arow[i]
+                        u = np.uint64(i)
+                        out[d0 + u] += coef * table[a0 + u]
             else:
+                e0 = off + geo[G_W, l] + j
                 for i in range(fan_in):
-                    dst[i] += s * table[off + w_start[l] + i * fan_out + j]
+                    out[d0 + np.uint64(i)] += s * table[e0 + i * fan_out]
         bias_at = t0 + fan_out * fan_in
-        e0 = off + (lr_starts[2, l] if lowrank else b_start[l])
+        e0 = off + (geo[G_LRE, l] if lowrank else geo[G_B, l])
         for j in range(fan_out):
             out[bias_at + j] = wt_base[bias_at + j] + s * table[e0 + j]
 
 
-@njit(**JIT)
-def _transposed_layer(wt, t0, fan_in, fan_out, h, out):
-    """out = h @ W' + b' with W' stored transposed (fan_out, fan_in) at wt[t0:], b' after it."""
-    bias_at = t0 + fan_out * fan_in
-    x = h[:fan_in]
-    for j in range(fan_out):
-        wrow = wt[t0 + j * fan_in : t0 + (j + 1) * fan_in]
-        acc = np.float32(0.0)
-        for i in range(fan_in):
-            acc += x[i] * wrow[i]
-        out[j] = wt[bias_at + j] + acc
+# --------------------------------------------------------------------------- phase kernels
 
 
-@njit(**JIT)
-def _relu(h, width):
-    # A select, not a conditional store nor max() (which keeps NaN semantics): LLVM
-    # vectorises only this form, 10x faster.
-    zero = np.float32(0.0)
-    for j in range(width):
-        v = h[j]
-        h[j] = v if v > zero else zero
+def _first_layer_impl(theta, table, offsets, geo, flags, indptr, indices, values, rows, wide, base, proj, wt_base):
+    """Phase 1: ``base[r] = x_r @ W0 + b0`` (B, H1) for every batch row, and (grouped) every
+    noise vector's projection ``proj[k, r] = x_r @ E0_k`` (full rank, H1 columns) or
+    ``x_r @ A_k.T`` (low rank, r columns), member-major (n_noise, B, cols) so that a task
+    reads one contiguous block; and the later layers' transposed base weights.
 
-
-# --------------------------------------------------------------------------- kernels
-
-
-@njit(parallel=True, **JIT)
-def _forward_rows(theta, dims, w_start, b_start, indptr, indices, values, rows, scratch, out):
-    """Logits of the unperturbed model for each batch row: out (B, C)."""
-    n_layers = dims.shape[0] - 1
-    for r in prange(rows.shape[0]):
-        t = numba.get_thread_id()
-        h = scratch[t, 1]
-        o = scratch[t, 2]
-        _sparse_layer0(theta, w_start[0], b_start[0], dims[1], indptr, indices, values, rows[r], h)
-        for l in range(1, n_layers):
-            _relu(h, dims[l])
-            _dense_layer(theta, w_start[l], b_start[l], dims[l], dims[l + 1], h, o)
-            h, o = o, h
-        for c in range(dims[n_layers]):
-            out[r, c] = h[c]
-
-
-@njit(**JIT)
-def _batch_losses(logits, labels, rows, loss_kind, row_loss, row_correct):
-    """Per-row loss and correctness of logits (B, C) against labels[rows]."""
-    for r in range(rows.shape[0]):
-        loss, ok = _row_loss(logits[r], labels[rows[r]], loss_kind)
-        row_loss[r] = loss
-        row_correct[r] = ok
-
-
-@njit(parallel=True, **JIT)
-def _population_losses(
-    theta, table, offsets, sigma, n_signs, lowrank, rank, lr_starts,
-    dims, w_start, b_start, t_start, indptr, indices, values, rows, labels, loss_kind,
-    n_blocks, grouped, wide, layer0, wt_base, scratch, wscratch, row_loss, row_correct, out_loss, out_correct,
-):
-    """Mean loss and correct count of every population member on one batch.
-
-    Member ``m = k * n_signs + i`` uses noise window ``offsets[k]`` with sign ``+1`` for
-    ``i = 0`` and ``-1`` for ``i = 1`` (antithetic pairs share one noise read and one
-    first-layer noise response). ``x @ W0 + b0`` is computed once per row and shared by
-    every member: ``x @ (W0 + s E0) = x @ W0 + s * (x @ E0)``.
-
-    ``grouped``: the first layer's weights and every member's first-layer noise (full-rank
-    ``E0``, H1 columns, for small populations; low-rank ``A0.T``, r columns, always) are
-    gathered side by side into ``wide`` (d + 1, span), and one sparse pass per row fills
-    ``layer0`` with the base response and every member's noise projection: one long inner
-    loop that vectorises, where n separate passes of width H1 (or r) would not.
+    The projection runs by blocks of members: each block's noise is gathered side by side
+    into a per-thread (d, block columns) matrix that stays in L2 while every row's sparse
+    pass reads it: one long vectorised inner loop per row, where a pass per member of width
+    H1 or r would not vectorise.
     """
-    n_layers = dims.shape[0] - 1
-    batch = rows.shape[0]
-    n_in = dims[0]
-    width0 = dims[1]
+    lowrank = flags[F_LOWRANK] != 0
+    rank = flags[F_RANK]
+    n_in = geo[G_DIMS, 0]
+    width0 = geo[G_DIMS, 1]
     n_noise = offsets.shape[0]
-    inv_sqrt_r = 1.0 / math.sqrt(rank)
-    # 1. first layer: base response (and, grouped, every member's noise projection)
-    if grouped:
-        # per member: full-rank E0 (H1 columns) or low-rank A0.T (r columns)
+    batch = rows.shape[0]
+    b0 = np.uint64(geo[G_B, 0])
+    for r in prange(batch):
+        _sparse_rows(theta, geo[G_W, 0], width0, indptr, indices, values, rows, r, r + 1, base, r * width0, width0)
+        at = np.uint64(r * width0)
+        for j in range(width0):
+            base[at + np.uint64(j)] += theta[b0 + np.uint64(j)]
+    if flags[F_GROUPED] != 0:
         cols = rank if lowrank else width0
-        span = width0 + n_noise * cols
-        for i in prange(n_in + 1):
-            dst = wide[i * span : (i + 1) * span]
-            src = w_start[0] + i * width0 if i < n_in else b_start[0]
-            head = theta[src : src + width0]
-            for j in range(width0):
-                dst[j] = head[j]
-            for k in range(n_noise):
-                part = dst[width0 + k * cols : width0 + (k + 1) * cols]
-                if lowrank:
-                    for q in range(rank):
-                        # the bias row of A.T is zero: low-rank noise has its own bias
-                        part[q] = table[offsets[k] + lr_starts[0, 0] + q * n_in + i] if i < n_in else 0.0
-                else:
-                    noise = table[offsets[k] + src : offsets[k] + src + width0]
-                    for j in range(width0):
-                        part[j] = noise[j]
-        for r in prange(batch):
-            _sparse_layer0(wide, 0, n_in * span, span, indptr, indices, values, rows[r], layer0[r])
-    else:
-        for r in prange(batch):
-            _sparse_layer0(theta, w_start[0], b_start[0], width0, indptr, indices, values, rows[r], layer0[r])
-    _transpose_layers(theta, dims, w_start, b_start, t_start, wt_base)
-    # 2. every (noise vector, block of rows) task computes its members' per-row losses
+        per_block = max(1, GATHER_COLUMNS // cols)
+        for cb in prange((n_noise + per_block - 1) // per_block):
+            w = wide[numba.get_thread_id()]
+            k0 = cb * per_block
+            k1 = min(n_noise, k0 + per_block)
+            width = (k1 - k0) * cols
+            for i in range(n_in):
+                dst = i * width
+                for k in range(k0, k1):
+                    at = dst + (k - k0) * cols
+                    if lowrank:
+                        src = offsets[k] + geo[G_LRA, 0] + i
+                        for q in range(rank):
+                            w[at + q] = table[src + q * n_in]
+                    else:
+                        src = np.uint64(offsets[k] + geo[G_W, 0] + i * width0)
+                        o = np.uint64(at)
+                        for j in range(width0):
+                            w[o + np.uint64(j)] = table[src + np.uint64(j)]
+            tmp = n_in * width
+            _sparse_rows(w, 0, width, indptr, indices, values, rows, 0, batch, w, tmp, width)
+            for k in range(k0, k1):
+                for r in range(batch):
+                    src = np.uint64(tmp + r * width + (k - k0) * cols)
+                    dst = np.uint64((k * batch + r) * cols)
+                    for q in range(cols):
+                        proj[dst + np.uint64(q)] = w[src + np.uint64(q)]
+    _transpose_layers(theta, geo, wt_base)
+
+
+def _member_losses_impl(table, offsets, sigma, geo, flags, indptr, indices, values, rows, labels,
+                        base, proj, wt_base, wsc, zsc, hsc, lsc, vsc, row_loss, out_loss):
+    """Phase 2: every member's loss on every batch row, ``row_loss`` (n, B) float64.
+
+    Task = (noise vector k, block of rows). Member ``m = k * n_signs + i`` uses sign ``+1``
+    for ``i = 0`` and ``-1`` for ``i = 1``: antithetic pairs share one noise read and one
+    first-layer noise response. Each sign's logits collect in ``lsc`` (a column per row)
+    and the loss runs over the block. With one block per task, each member's mean is
+    reduced here too. ``flags[F_PHASES]`` stops after the noise response or the later
+    layers (the profile times each prefix).
+    """
+    n_signs = flags[F_SIGNS]
+    lowrank = flags[F_LOWRANK] != 0
+    rank = flags[F_RANK]
+    loss_kind = flags[F_LOSS]
+    n_blocks = flags[F_BLOCKS]
+    grouped = flags[F_GROUPED] != 0
+    phases = flags[F_PHASES]
+    n_layers = geo.shape[1] - 1
+    width0 = geo[G_DIMS, 1]
+    n_out = geo[G_DIMS, n_layers]
+    batch = rows.shape[0]
+    n_noise = offsets.shape[0]
     block = (batch + n_blocks - 1) // n_blocks
+    stride = lsc.shape[1] // n_out
     for task in prange(n_noise * n_blocks):
         k = task // n_blocks
         r0 = (task % n_blocks) * block
         r1 = min(batch, r0 + block)
         off = offsets[k]
         t = numba.get_thread_id()
-        z = scratch[t, 0]
-        h = scratch[t, 1]
-        o = scratch[t, 2]
+        zs = zsc[t]
+        lt = lsc[t]
+        vs = vsc[t]
+        w = wsc[t]
+        _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1, indptr, indices, values, rows, zs)
+        lab = vs[5].view(np.int32)
+        for q in range(r1 - r0):
+            lab[q] = labels[rows[r0 + q]]
         for i in range(n_signs):
             s = sigma if i == 0 else -sigma
-            _perturbed_transposed(wt_base, table, off, s, lowrank, rank, inv_sqrt_r, lr_starts,
-                                  dims, w_start, b_start, t_start, wscratch[t, i])
-        for r in range(r0, r1):
-            row = rows[r]
-            base = layer0[r]
-            # noise response of layer 0 for this row: x @ E0 + e0 (or its low-rank form)
-            if lowrank:
-                # z = (x @ A.T) @ B / sqrt(r) + e, with x @ A.T from the wide pass
-                proj = layer0[r, width0 + k * rank : width0 + (k + 1) * rank]
-                ebias = table[off + lr_starts[2, 0] : off + lr_starts[2, 0] + width0]
-                for j in range(width0):
-                    z[j] = ebias[j]
-                for q in range(rank):
-                    uq = proj[q] * inv_sqrt_r
-                    bq = table[off + lr_starts[1, 0] + q * width0 : off + lr_starts[1, 0] + (q + 1) * width0]
-                    for j in range(width0):
-                        z[j] += uq * bq[j]
-            elif grouped:
-                z = layer0[r, (1 + k) * width0 : (2 + k) * width0]
-            else:
-                _sparse_layer0(table, off + w_start[0], off + b_start[0], width0, indptr, indices, values, row, z)
-            for i in range(n_signs):
-                s = sigma if i == 0 else -sigma
-                for j in range(width0):
-                    h[j] = base[j] + s * z[j]
-                for l in range(1, n_layers):
-                    _relu(h, dims[l])
-                    _transposed_layer(wscratch[t, i], t_start[l], dims[l], dims[l + 1], h, o)
-                    h, o = o, h
-                m = k * n_signs + i
-                loss, ok = _row_loss(h[: dims[n_layers]], labels[row], loss_kind)
-                row_loss[m, r] = loss
-                row_correct[m, r] = ok
-        if n_blocks == 1:  # this task holds every row of its members: reduce here
-            for i in range(n_signs):
-                _reduce_member(row_loss, row_correct, k * n_signs + i, batch, out_loss, out_correct)
-    # 3. otherwise a fixed-order reduction over rows, one member per iteration
-    if n_blocks > 1:
-        for m in prange(n_noise * n_signs):
-            _reduce_member(row_loss, row_correct, m, batch, out_loss, out_correct)
+            if phases >= PHASE_LAYERS:
+                _perturbed_transposed(wt_base, table, off, s, lowrank, rank, geo, w)
+                _tail_block(base, r0 * width0, zs, s, w, geo, r1 - r0, hsc[t], lt, stride)
+            if phases >= PHASE_LOSS:
+                _block_loss(lt, n_out, stride, r1 - r0, vs, loss_kind, row_loss[k * n_signs + i], r0)
+                if n_blocks == 1:  # this task holds every row of its member: reduce here
+                    _reduce_member(row_loss, k * n_signs + i, batch, out_loss)
 
 
 @njit(**JIT)
-def _reduce_member(row_loss, row_correct, m, batch, out_loss, out_correct):
-    """Mean loss and correct count of member m, summed over rows in order (float64)."""
+def _reduce_member(row_loss, m, batch, out_loss):
+    """Mean loss of member m, summed over rows in order (float64)."""
     total = 0.0
-    correct = 0
     for r in range(batch):
         total += row_loss[m, r]
-        correct += row_correct[m, r]
     out_loss[m] = total / batch
-    out_correct[m] = correct
+
+
+def _reduce_members_impl(row_loss, batch, out_loss):
+    """Phase 3: each member's mean loss over the batch, rows summed in order."""
+    for m in prange(out_loss.shape[0]):
+        _reduce_member(row_loss, m, batch, out_loss)
+
+
+def _forward_rows_impl(theta, geo, indptr, indices, values, rows, wt_base, bsc, zeros, hsc, lsc, out):
+    """Logits (B, C) of the unperturbed model, ``out`` flat, by blocks of rows
+    (``wt_base`` from :func:`_transpose_layers`)."""
+    n_layers = geo.shape[1] - 1
+    width0 = geo[G_DIMS, 1]
+    n_out = geo[G_DIMS, n_layers]
+    batch = rows.shape[0]
+    stride = lsc.shape[1] // n_out
+    block = stride - 1
+    b0 = np.uint64(geo[G_B, 0])
+    for blk in prange((batch + block - 1) // block):
+        t = numba.get_thread_id()
+        r0 = blk * block
+        r1 = min(batch, r0 + block)
+        bs = bsc[t]
+        lt = lsc[t]
+        _sparse_rows(theta, geo[G_W, 0], width0, indptr, indices, values, rows, r0, r1, bs, 0, width0)
+        for q in range(r1 - r0):
+            at = np.uint64(q * width0)
+            for j in range(width0):
+                bs[at + np.uint64(j)] += theta[b0 + np.uint64(j)]
+        _tail_block(bs, 0, zeros, np.float32(0.0), wt_base, geo, r1 - r0, hsc[t], lt, stride)
+        for q in range(r1 - r0):
+            for c in range(n_out):
+                out[(r0 + q) * n_out + c] = lt[c * stride + q]
+
+
+def _row_losses_impl(logits, labels, rows, loss_kind, row_loss, row_correct):
+    """Per-row loss (float64) and correctness of logits (B, C) against labels[rows]."""
+    n_out = logits.shape[1]
+    for r in range(rows.shape[0]):
+        out = logits[r]
+        label = labels[rows[r]]
+        best = 0
+        for c in range(1, n_out):
+            if out[c] > out[best]:
+                best = c
+        row_correct[r] = best == label
+        if loss_kind == LOSS_MSE:
+            loss = 0.0
+            for c in range(n_out):
+                d = np.float64(out[c]) - (1.0 if c == label else 0.0)
+                loss += d * d
+        else:
+            top = np.float64(out[best])
+            acc = 0.0
+            for c in range(n_out):
+                acc += math.exp(np.float64(out[c]) - top)
+            loss = top + math.log(acc) - out[label]
+        row_loss[r] = loss
+
+
+def _compiled(impl):
+    """A phase kernel twice: threaded (``prange``) and serial, for work too small to pay a
+    fork/join (the seed config's whole generation is ~20 microseconds of arithmetic).
+
+    The serial twin is a copy of the function under its own name: Numba's cache files are
+    named by the function, not by its ``parallel`` flag, so two dispatchers of one function
+    would load each other's machine code."""
+    serial = types.FunctionType(impl.__code__, impl.__globals__, impl.__name__ + "_serial")
+    serial.__qualname__ = serial.__name__
+    serial.__doc__ = impl.__doc__
+    return njit(parallel=True, **JIT)(impl), njit(**JIT)(serial)
+
+
+_first_layer, _first_layer_serial = _compiled(_first_layer_impl)
+_member_losses, _member_losses_serial = _compiled(_member_losses_impl)
+_reduce_members, _reduce_members_serial = _compiled(_reduce_members_impl)
+_forward_rows, _forward_rows_serial = _compiled(_forward_rows_impl)
+_row_losses = njit(**JIT)(_row_losses_impl)
 
 
 @njit(parallel=True, **JIT)
@@ -350,6 +607,14 @@ def _gather_lowrank(table, offsets, weights, start, n_rows, rank, scale, out):
 
 #: Widest first layer (population noise vectors x first hidden width) gathered side by side.
 GROUPED_MAX_WIDTH = 256
+#: Noise columns gathered per block of the grouped first layer: (784 x 128) float32 is
+#: 400 KB, which stays in L2 while every row of the batch reads it.
+GATHER_COLUMNS = 128
+#: Rows per task of the unperturbed forward pass.
+FORWARD_BLOCK = 64
+#: Populations x batch rows up to which a generation runs on one thread: below it, a
+#: fork/join per phase costs more than the arithmetic it would share out.
+SERIAL_MAX_MEMBER_ROWS = 4096
 
 
 def transposed_starts(layout) -> np.ndarray:
@@ -363,10 +628,30 @@ def transposed_starts(layout) -> np.ndarray:
     return starts
 
 
-def scratch_for(dims) -> np.ndarray:
-    """Per-thread scratch, shape (max threads, N_SCRATCH, widest layer), float32."""
-    width = max(int(d) for d in dims[1:])
-    return np.zeros((numba.config.NUMBA_NUM_THREADS, N_SCRATCH, width), dtype=np.float32)
+def geometry(layout, rank: int = 1) -> np.ndarray:
+    """The kernels' view of a layout, int64 (7, n_layers + 1): rows ``G_DIMS`` (widths),
+    ``G_W``/``G_B`` (weight and bias offsets), ``G_T`` (offsets in the transposed later
+    layers, last column their total) and ``G_LRA``/``G_LRB``/``G_LRE`` (low-rank factor
+    offsets for ``rank``)."""
+    n = layout.n_layers
+    geo = np.zeros((7, n + 1), dtype=np.int64)
+    geo[G_DIMS] = layout.dims
+    geo[G_W, :n] = layout.w_start
+    geo[G_B, :n] = layout.b_start
+    geo[G_T] = transposed_starts(layout)
+    a, b, e = layout.lowrank_starts(rank)
+    geo[G_LRA, :n], geo[G_LRB, :n], geo[G_LRE, :n] = a, b, e
+    return geo
+
+
+def per_thread(*shape, dtype=np.float32) -> np.ndarray:
+    """Zeroed scratch with one slot per Numba thread: shape (max threads, *shape)."""
+    return np.zeros((numba.config.NUMBA_NUM_THREADS, *shape), dtype=dtype)
+
+
+def activation_scratch(dims) -> np.ndarray:
+    """Per-thread activations of two rows, input and output: (max threads, 4 * widest layer)."""
+    return per_thread(4 * max(int(d) for d in dims[1:]))
 
 
 def _check(name: str, array: np.ndarray, dtype, ndim: int) -> None:
@@ -393,7 +678,49 @@ def check_csr(indptr, indices, values, rows) -> None:
         raise IndexError("rows out of range of the CSR matrix")
 
 
-def forward_logits(theta, layout, csr, rows, out=None, scratch=None) -> np.ndarray:
+class ForwardWorkspace:
+    """Buffers for the unperturbed model's logits on up to ``batch`` rows, reused per call.
+
+    Parameters
+    ----------
+    layout : ParamLayout
+    batch : int
+        Most rows per call.
+    """
+
+    def __init__(self, layout, batch: int):
+        self.layout = layout
+        self.geo = geometry(layout)
+        self.wt_base = np.empty(max(int(self.geo[G_T, -1]), 1), dtype=np.float32)
+        width0, n_out = layout.dims[1], layout.dims[-1]
+        self.bscratch = per_thread(FORWARD_BLOCK * width0)
+        self.zeros = np.zeros(FORWARD_BLOCK * width0, dtype=np.float32)
+        self.hscratch = activation_scratch(layout.dims)
+        self.lscratch = per_thread(n_out * (FORWARD_BLOCK + 1))
+        self.logits = np.empty(batch * n_out, dtype=np.float32)
+        self.row_loss = np.empty(batch, dtype=np.float64)
+        self.row_correct = np.empty(batch, dtype=np.int64)
+
+    def logits_of(self, theta, csr, rows) -> np.ndarray:
+        """Logits (B, C) float32, a view of the workspace (valid until the next call)."""
+        n, n_out = len(rows), self.layout.dims[-1]
+        out = self.logits[: n * n_out]
+        _transpose_layers(theta, self.geo, self.wt_base)
+        # one block of rows is too little work to share out
+        forward = _forward_rows_serial if n <= FORWARD_BLOCK else _forward_rows
+        forward(theta, self.geo, csr[0], csr[1], csr[2], rows, self.wt_base, self.bscratch, self.zeros,
+                self.hscratch, self.lscratch, out)
+        return out.reshape(n, n_out)
+
+    def metrics(self, theta, csr, rows, labels, loss_code) -> tuple[float, int]:
+        """Summed loss and correct count of the model on ``rows``."""
+        n = len(rows)
+        logits = self.logits_of(theta, csr, rows)
+        _row_losses(logits, labels, rows, loss_code, self.row_loss[:n], self.row_correct[:n])
+        return float(self.row_loss[:n].sum()), int(self.row_correct[:n].sum())
+
+
+def forward_logits(theta, layout, csr, rows, out=None) -> np.ndarray:
     """Logits of the model ``theta`` for CSR rows.
 
     Parameters
@@ -413,19 +740,18 @@ def forward_logits(theta, layout, csr, rows, out=None, scratch=None) -> np.ndarr
     _check("theta", theta, np.float32, 1)
     if theta.shape[0] != layout.size:
         raise ValueError(f"theta has {theta.shape[0]} values, layout needs {layout.size}")
+    logits = ForwardWorkspace(layout, max(len(rows), 1)).logits_of(theta, csr, rows)
     if out is None:
-        out = np.empty((len(rows), layout.dims[-1]), dtype=np.float32)
-    if scratch is None:
-        scratch = scratch_for(layout.dims)
-    _forward_rows(theta, layout.dims_array, layout.w_start, layout.b_start, indptr, indices, values, rows, scratch, out)
+        return logits.copy()
+    out[...] = logits
     return out
 
 
 def population_losses(
     theta, table, offsets, sigma, antithetic, layout, csr, rows, labels,
-    loss="mse", perturbation="full", rank=1, threads=None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean batch loss and correct count of each population member.
+    loss="mse", perturbation="full", rank=1, threads=None, serial=None,
+) -> np.ndarray:
+    """Mean batch loss of each population member.
 
     Parameters
     ----------
@@ -439,69 +765,128 @@ def population_losses(
     csr : tuple (indptr, indices, values)
     rows : ndarray of shape (B,), int64
     labels : ndarray of shape (N,), int32
+    serial : bool, optional
+        Run on one thread (default: when the population x batch is small).
 
     Returns
     -------
-    losses : ndarray of shape (n,), float64
-    correct : ndarray of shape (n,), int64
+    ndarray of shape (n,), float64; member ``k * n_signs + i`` is noise vector k with sign
+    ``+1`` (i = 0) or ``-1`` (i = 1).
     """
-    indptr, indices, values = csr
-    check_csr(indptr, indices, values, rows)
-    _check("theta", theta, np.float32, 1)
-    _check("offsets", offsets, np.int64, 1)
-    _check("labels", labels, np.int32, 1)
-    check_offsets(offsets, layout.noise_size(perturbation, rank), table)
-    ws = PopulationWorkspace(layout, len(offsets), antithetic, len(rows), perturbation, rank, threads)
-    return ws.losses(theta, table, offsets, sigma, csr, rows, labels, LOSS_CODES[loss])
+    ws = PopulationWorkspace(layout, len(offsets), antithetic, len(rows), perturbation, rank, threads, serial)
+    ws.check(theta, table, offsets, csr, rows, labels)
+    return ws.losses(theta, table, offsets, sigma, csr, rows, labels, LOSS_CODES[loss]).copy()
 
 
 class PopulationWorkspace:
-    """Preallocated buffers for :func:`_population_losses`, reused every generation.
+    """Preallocated buffers for the population phase kernels, reused every generation.
 
     Created once per run for a given population, batch size and layout (a smaller last
-    batch uses the leading rows). Its :meth:`losses` is the hot path: no allocation.
+    batch uses the leading rows). :meth:`check` validates a run's arrays once;
+    :meth:`losses` is the hot path: no allocation, three compiled calls at most.
     """
 
-    def __init__(self, layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None):
+    def __init__(self, layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None):
         self.layout = layout
+        self.n_noise = int(n_noise)
         self.n_signs = 2 if antithetic else 1
-        self.n_members = n_noise * self.n_signs
+        self.n_members = self.n_noise * self.n_signs
         self.lowrank = perturbation == "lowrank"
         self.rank = int(rank)
-        self.dims = layout.dims_array
-        self.w_start = layout.w_start
-        self.b_start = layout.b_start
-        self.t_start = transposed_starts(layout)
-        self.lr_starts = np.stack(layout.lowrank_starts(self.rank)) if self.lowrank else np.zeros((3, layout.n_layers), np.int64)
+        self.noise_size = layout.noise_size(perturbation, self.rank)
+        self.batch = int(batch)
+        self.geo = geometry(layout, self.rank)
         width0 = layout.dims[1]
         # Gather the first layer side by side (one long vectorised pass per row instead of
         # n short ones): always for low-rank (r columns per member), and for full-rank when
         # the population's first-layer width is small.
-        self.grouped = self.lowrank or n_noise * width0 <= GROUPED_MAX_WIDTH
-        span = width0 + n_noise * (self.rank if self.lowrank else width0) if self.grouped else width0
-        self.wide = np.empty((layout.dims[0] + 1) * span if self.grouped else 1, dtype=np.float32)
-        self.layer0 = np.empty((batch, span), dtype=np.float32)
-        self.scratch = scratch_for(layout.dims)
-        self.wt_base = np.empty(max(int(self.t_start[-1]), 1), dtype=np.float32)
-        self.wscratch = np.empty((self.scratch.shape[0], 2, self.wt_base.shape[0]), dtype=np.float32)
-        self.row_loss = np.empty((self.n_members, batch), dtype=np.float64)
-        self.row_correct = np.empty((self.n_members, batch), dtype=np.int64)
-        self.out_loss = np.empty(self.n_members, dtype=np.float64)
-        self.out_correct = np.empty(self.n_members, dtype=np.int64)
+        self.grouped = self.lowrank or self.n_noise * width0 <= GROUPED_MAX_WIDTH
+        cols = self.rank if self.lowrank else width0
+        gathered = min(max(1, GATHER_COLUMNS // cols), self.n_noise) * cols if self.grouped else 0
+        self.wide = per_thread((layout.dims[0] + batch) * gathered)
+        self.base = np.empty(batch * width0, dtype=np.float32)
+        self.proj = np.empty(self.n_noise * batch * cols if self.grouped else 1, dtype=np.float32)
         n_threads = threads or numba.get_num_threads()
+        if serial is None:
+            serial = n_threads == 1 or self.n_members * batch <= SERIAL_MAX_MEMBER_ROWS
+        self.serial = bool(serial)
         # Split rows into blocks only when members alone cannot keep every thread busy.
-        self.n_blocks = int(min(batch, max(1, -(-4 * n_threads // max(n_noise, 1)))))
-
-    def losses(self, theta, table, offsets, sigma, csr, rows, labels, loss_code):
-        batch = len(rows)
-        n_blocks = min(self.n_blocks, batch)
-        _population_losses(
-            theta, table, offsets, np.float32(sigma), self.n_signs, self.lowrank, self.rank, self.lr_starts,
-            self.dims, self.w_start, self.b_start, self.t_start, csr[0], csr[1], csr[2], rows, labels, loss_code,
-            n_blocks, self.grouped, self.wide, self.layer0[:batch], self.wt_base, self.scratch, self.wscratch,
-            self.row_loss[:, :batch], self.row_correct[:, :batch], self.out_loss, self.out_correct,
+        self.n_blocks = 1 if self.serial else int(min(batch, max(1, -(-4 * n_threads // max(n_noise, 1)))))
+        block = -(-batch // self.n_blocks)
+        self.wt_base = np.empty(max(int(self.geo[G_T, -1]), 1), dtype=np.float32)
+        self.wscratch = per_thread(self.wt_base.shape[0])
+        self.zscratch = per_thread(block * width0)
+        self.hscratch = activation_scratch(layout.dims)
+        self.lscratch = per_thread(layout.dims[-1] * (block + 1))
+        self.vscratch = per_thread(6, block + 1)
+        self.row_loss = np.empty((self.n_members, batch), dtype=np.float64)
+        self.out_loss = np.empty(self.n_members, dtype=np.float64)
+        self.flags = np.zeros(7, dtype=np.int64)
+        self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED]] = (
+            self.n_signs, self.lowrank, self.rank, self.n_blocks, self.grouped,
         )
-        return self.out_loss, self.out_correct
+        self.kernels = (
+            (_first_layer_serial, _member_losses_serial, _reduce_members_serial) if self.serial
+            else (_first_layer, _member_losses, _reduce_members)
+        )
+
+    def check(self, theta, table, offsets, csr, rows, labels) -> None:
+        """Validate a run's arrays against this workspace (once per run, not per call)."""
+        indptr, indices, values = csr
+        check_csr(indptr, indices, values, rows)
+        _check("theta", theta, np.float32, 1)
+        _check("offsets", offsets, np.int64, 1)
+        _check("labels", labels, np.int32, 1)
+        if theta.shape[0] != self.layout.size:
+            raise ValueError(f"theta has {theta.shape[0]} values, layout needs {self.layout.size}")
+        if len(offsets) != self.n_noise:
+            raise ValueError(f"{len(offsets)} noise offsets, workspace built for {self.n_noise}")
+        if len(rows) > self.batch:
+            raise ValueError(f"{len(rows)} rows, workspace built for at most {self.batch}")
+        check_offsets(offsets, self.noise_size, table)
+
+    def losses(self, theta, table, offsets, sigma, csr, rows, labels, loss_code, phases=PHASE_LOSS, timings=None):
+        """Mean loss of every member, shape (n,), float64 (a view reused next call).
+
+        ``offsets`` must be a generation's offsets from :func:`fastes.noise.member_offsets`
+        for this workspace's noise size (in the table by construction); ``phases`` and
+        ``timings`` (a dict that receives each phase's seconds) serve the profile.
+        """
+        batch = len(rows)
+        first, members, reduce = self.kernels
+        flags = self.flags
+        flags[F_LOSS] = loss_code
+        flags[F_PHASES] = phases
+        indptr, indices, values = csr
+        tick = _clock() if timings is not None else None
+        first(theta, table, offsets, self.geo, flags, indptr, indices, values, rows, self.wide,
+              self.base, self.proj, self.wt_base)
+        if tick is not None:
+            tick = _lap(timings, "first_layer", tick)
+        row_loss = self.row_loss[:, :batch] if batch < self.batch else self.row_loss
+        members(table, offsets, np.float32(sigma), self.geo, flags, indptr, indices, values, rows, labels,
+                self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
+                self.vscratch,
+                row_loss, self.out_loss)
+        if tick is not None:
+            tick = _lap(timings, "members", tick)
+        if self.n_blocks > 1 and phases >= PHASE_LOSS:
+            reduce(row_loss, batch, self.out_loss)
+            if tick is not None:
+                _lap(timings, "reduction", tick)
+        return self.out_loss
+
+
+def _clock() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _lap(timings: dict, name: str, since: float) -> float:
+    now = _clock()
+    timings[name] = timings.get(name, 0.0) + now - since
+    return now
 
 
 def noise_weighted_sum(table, offsets, weights, size, out=None, chunk=2048) -> np.ndarray:

@@ -69,8 +69,8 @@ class _Worker:
         if self.state.generation != generation:
             raise RuntimeError(f"worker at generation {self.state.generation}, asked for {generation}")
         offsets = np.ascontiguousarray(es.ask(self.state)[k0:k1])
-        losses, _ = self.workspace.losses(self.state.theta, self.backend.table, offsets, sigma, self.backend.csr,
-                                          rows, self.backend.labels, self.backend.loss_code)
+        losses = self.workspace.losses(self.state.theta, self.backend.table, offsets, sigma, self.backend.csr,
+                                       rows, self.backend.labels, self.backend.loss_code)
         return losses.copy()
 
     def theta(self) -> np.ndarray:
