@@ -1,7 +1,14 @@
 """One ES generation per config of fastes.bench.CONFIGS, on each backend.
 
-`pytest bench --benchmark-only` times them; plain `pytest` runs each once as a smoke test.
-Compare backends with `--benchmark-group-by=param:name`.
+``pytest bench --benchmark-only`` times them, each config's two backends side by side in one
+group; plain ``pytest`` runs each once as a smoke test (``--benchmark-disable`` in addopts).
+Rounds and iterations follow the config's size so that a small config is timed over enough
+calls to be stable (the seed config's generation is a fraction of a millisecond).
+
+Tracking speed across commits (the README's "Benchmarks" section):
+
+    pytest bench --benchmark-only --benchmark-autosave          # store this commit's figures
+    pytest bench --benchmark-only --benchmark-compare --benchmark-compare-fail=median:15%
 """
 
 import numpy as np
@@ -14,6 +21,16 @@ from fastes.bench import CONFIGS, Generation
 SLOW_FOR_NUMPY = {"full-4096", "lowrank-r1-4096", "lowrank-r4-4096"}
 
 
+def rounds_for(name: str) -> tuple[int, int]:
+    """(rounds, iterations per round) by the config's population x batch."""
+    size = CONFIGS[name]["population"] * CONFIGS[name]["batch_size"]
+    if size <= 4096:
+        return 30, 50
+    if size <= 65536:
+        return 15, 3
+    return 5, 1
+
+
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_generation(benchmark, name, backend):
@@ -22,7 +39,12 @@ def test_generation(benchmark, name, backend):
     gen = Generation(name, backend)
     gen()  # compile / warm up outside the timing
     before = gen.state.theta.copy()
-    benchmark.pedantic(gen, rounds=5 if name in ("seed", "medium") else 2, iterations=1, warmup_rounds=0)
+    benchmark.group = name
+    rounds, iterations = rounds_for(name)
+    if not benchmark.disabled:
+        benchmark.pedantic(gen, rounds=rounds, iterations=iterations, warmup_rounds=1)
+    else:
+        benchmark(gen)
     assert np.isfinite(gen.state.theta).all()
     assert not np.array_equal(before, gen.state.theta)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from . import kernels, reference
 from .errors import ConfigError
@@ -66,6 +67,10 @@ class NumbaBackend:
         )
         self.grad = np.empty(layout.size, dtype=np.float64)
         self.stacks = kernels.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
+        # The low-rank gradient's products run in BLAS on one thread: BLAS threads left
+        # spinning after a call take the cores from the next kernel's threads (and the
+        # kernels' OpenMP threads from BLAS), which cost 6x the product itself here.
+        self.blas = ThreadpoolController() if self.lowrank else None
         self.forward = kernels.ForwardWorkspace(layout, config.batch_size)
         self._checked = False
 
@@ -90,7 +95,9 @@ class NumbaBackend:
     def noise_sum(self, offsets, weights):
         """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64."""
         if self.lowrank:
-            return kernels.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.config.rank, self.grad, self.stacks)
+            with self.blas.limit(limits=1, user_api="blas"):
+                return kernels.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.config.rank,
+                                                    self.grad, self.stacks)
         kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
         return self.grad
 

@@ -1,13 +1,22 @@
-"""``fastes bench``: one generation timed on the Numba kernels and on the NumPy reference.
+"""``fastes bench``: one generation timed on the Numba kernels and on the NumPy reference,
+against this machine's limit.
 
 :data:`CONFIGS` is the one comparison table: ``fastes bench``, the pytest-benchmark suite
 in ``bench/`` and the equivalence tests all draw their cases from it.
 
 One generation = noise offsets + population losses + fitness shaping + gradient estimate
-+ optimizer step, on a fixed MNIST batch. GFLOP/s counts the population forward as the
-dense work it stands for, ``2 * n * B * sum(fan_in * fan_out)``, divided by the Numba
-population-loss time; ``gemm_fraction`` divides that by this machine's float32 GEMM rate
-(NumPy ``matmul`` of 2048x2048 matrices) measured in the same run.
++ optimizer step, on a fixed MNIST batch. Its distance to the limit: :func:`useful_macs`
+counts the multiply-adds the algorithm must do (non-zero pixels only, the first layer's
+shared product once, the low-rank factors as factors), ``useful_gflop`` is twice that, and
+``limit_fraction`` divides the useful GFLOP/s by this machine's float32 GEMM rate measured
+in the same run. ``dense_gflops`` keeps the older figure, the dense work the population
+stands for (``2 * n * B * sum(fan_in * fan_out)``) over the population-forward time; it
+can exceed the GEMM rate and says nothing about the distance to the limit.
+
+The profile splits a Numba generation into phases, each timed around its own call:
+``ask`` (noise offsets), ``first_layer``, ``noise_response``, ``later_layers``, ``loss``
+(with the reduction over rows), ``shaping``, ``gradient`` (the weighted noise sum),
+``optimizer``, and ``overhead`` (the rest of the step: Python and call dispatch).
 """
 
 from __future__ import annotations
@@ -37,6 +46,10 @@ CONFIGS: dict[str, dict] = {
                             shaping="centered-rank", optimizer="adam", perturbation="lowrank", rank=4),
 }
 
+#: Phases of the profile, in the order a generation runs them.
+PHASES = ("ask", "first_layer", "noise_response", "later_layers", "loss", "shaping", "gradient", "optimizer",
+          "overhead")
+
 
 def bench_config(name: str, backend: str, threads: int | None = None) -> Config:
     return Config(**CONFIGS[name], dataset="mnist", sigma=0.01, lr=0.01, backend=backend, threads=threads)
@@ -55,32 +68,97 @@ class Generation:
     def __init__(self, name: str, backend: str, threads: int | None = None, workers: int = 2):
         from .trainer import Trainer
 
+        self.name = name
         self.config = bench_config(name, backend, threads).replace(workers=workers)
         self.trainer = Trainer(self.config)
         self.state = self.trainer.initial_state()
         self.rows = np.arange(self.config.batch_size, dtype=np.int64)
-        self.forward_seconds = 0.0
-        backend = self.trainer.backend
-        backend.begin(self.state.theta, self.trainer.es.optimizer.state(), 0)
-        # time the population forward inside the trainer's own generation step
-        population_losses = backend.population_losses
-
-        def timed(*args):
-            t0 = time.perf_counter()
-            losses = population_losses(*args)
-            self.forward_seconds = time.perf_counter() - t0
-            return losses
-
-        backend.population_losses = timed
+        self.trainer.backend.begin(self.state.theta, self.trainer.es.optimizer.state(), 0)
 
     def __call__(self) -> None:
         self.trainer.generation(self.state, self.rows, self.config.sigma, self.config.lr)
 
-    def forward_flops(self) -> float:
+    def dense_flops(self) -> float:
+        """The dense work the population forward stands for, 2 * n * B * sum(fan_in * fan_out)."""
         dims = self.trainer.layout.dims
         dense = sum(i * o for i, o in zip(dims[:-1], dims[1:]))
         return 2.0 * self.config.population * self.config.batch_size * dense
 
+    def useful_flops(self) -> float:
+        """2 x :func:`useful_macs` on this generation's batch."""
+        nnz = float(np.count_nonzero(self.trainer.dataset.x_train[self.rows]))
+        return 2.0 * useful_macs(self.config, self.trainer.layout.dims, nnz)
+
+    def profile(self, repeats: int) -> dict[str, float]:
+        """Median seconds of each of :data:`PHASES` over ``repeats`` instrumented generations
+        (Numba backend). The generation's own code, timed call by call."""
+        from .kernels import PHASE_LAYERS, PHASE_NOISE
+
+        es, backend = self.trainer.es, self.trainer.backend
+        ws, sigma, lr = backend.workspace, self.config.sigma, self.config.lr
+        samples: dict[str, list[float]] = {p: [] for p in PHASES}
+        prefix: dict[int, list[float]] = {PHASE_NOISE: [], PHASE_LAYERS: []}
+        members: list[float] = []
+        self()  # warm-up
+        for _ in range(repeats):
+            t: dict[str, float] = {}
+            start = time.perf_counter()
+            offsets = es.ask(self.state)
+            t["ask"] = time.perf_counter() - start
+            kernels: dict[str, float] = {}
+            losses = backend.population_losses(self.state.theta, offsets, sigma, self.rows, timings=kernels)
+            t0 = time.perf_counter()
+            weights = es.weights(losses)
+            t1 = time.perf_counter()
+            grad = backend.noise_sum(offsets, weights)
+            t2 = time.perf_counter()
+            es.tell(self.state, grad, lr)
+            t3 = time.perf_counter()
+            total = t3 - start
+            t.update(shaping=t1 - t0, gradient=t2 - t1, optimizer=t3 - t2, first_layer=kernels["first_layer"])
+            # the member kernel again, stopped after each phase, splits its time (below)
+            for phases in (PHASE_NOISE, PHASE_LAYERS):
+                part: dict[str, float] = {}
+                ws.losses(self.state.theta, backend.table, offsets, sigma, backend.csr, self.rows, backend.labels,
+                          backend.loss_code, phases=phases, timings=part)
+                prefix[phases].append(part["members"])
+            members.append(kernels["members"] + kernels.get("reduction", 0.0))
+            t["overhead"] = max(total - sum(t.values()) - members[-1], 0.0)
+            for p, v in t.items():
+                samples[p].append(v)
+        result = {p: statistics.median(v) for p, v in samples.items() if v}
+        whole = statistics.median(members)
+        noise = min(statistics.median(prefix[PHASE_NOISE]), whole)
+        layers = min(max(statistics.median(prefix[PHASE_LAYERS]) - noise, 0.0), whole - noise)
+        result.update(noise_response=noise, later_layers=layers, loss=whole - noise - layers)
+        return {p: result[p] for p in PHASES}
+
+
+def useful_macs(config: Config, dims, nnz: float) -> float:
+    """Multiply-adds one generation needs, given ``nnz`` non-zero pixels in its batch.
+
+    First layer: the shared product ``x @ W0`` once (``nnz * H1``) plus each noise vector's
+    response on the non-zero pixels (full rank ``nnz * H1``; low rank ``nnz * r`` then
+    ``B * r * H1`` to expand it), antithetic signs sharing it; then ``B * H1`` per member to
+    form its hidden layer and ``B * sum(fan_in * fan_out)`` per member for the later layers
+    (their inputs differ per member, so nothing is shared). Gradient: ``P`` per noise vector
+    (full rank) or the factors' sizes plus one ``fan_in x fan_out`` product per factor
+    (low rank). Optimizer: ``P``.
+    """
+    dims = [int(d) for d in dims]
+    batch, n_noise, members = config.batch_size, config.n_noise, config.population
+    width0 = dims[1]
+    later = sum(i * o for i, o in zip(dims[1:-1], dims[2:]))
+    size = sum(i * o + o for i, o in zip(dims[:-1], dims[1:]))
+    if config.perturbation == "lowrank":
+        r = config.rank
+        response = n_noise * (nnz * r + batch * r * width0)
+        gradient = n_noise * r * sum(i + o + i * o for i, o in zip(dims[:-1], dims[1:]))
+    else:
+        response = n_noise * nnz * width0
+        gradient = n_noise * size
+    hidden = members * batch * width0 if len(dims) > 2 else 0
+    return nnz * width0 + response + hidden + members * batch * later + gradient + size
 
 
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -99,51 +177,61 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def time_generation(gen: Generation, repeats: int | None, min_seconds: float = 1.0) -> tuple[float, float]:
-    """Median seconds per generation and median population-forward seconds."""
+def time_generation(gen: Generation, repeats: int | None, min_seconds: float = 1.0) -> float:
+    """Median seconds per generation (``repeats`` of them, or as many as ``min_seconds`` takes,
+    at least 3 and at most 200)."""
     gen()  # warm-up (compiles on first use)
-    totals, forwards = [], []
+    totals = []
     started = time.perf_counter()
     while True:
         totals.append(_timed(gen))
-        forwards.append(gen.forward_seconds)
         n = len(totals)
         if repeats is not None and n >= repeats:
             break
         if repeats is None and n >= 3 and (time.perf_counter() - started >= min_seconds or n >= 200):
             break
-    return statistics.median(totals), statistics.median(forwards)
+    return statistics.median(totals)
 
 
-def run_bench(names: list[str] | None = None, repeats: int | None = None, threads: int | None = None) -> dict:
+def run_bench(names: list[str] | None = None, repeats: int | None = None, threads: int | None = None,
+              profile: bool = True) -> dict:
     """Time every config on both backends; the dict ``fastes bench --json`` prints."""
     from .errors import ConfigError
 
-    names = names or list(CONFIGS)
+    names = list(CONFIGS) if names is None else names
     unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        raise ConfigError(f"unknown bench config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    if unknown or not names:
+        raise ConfigError(f"unknown bench config(s) {', '.join(unknown) or '(none given)'}; "
+                          f"choose from {', '.join(CONFIGS)}")
     gemm = gemm_gflops()
     rows = []
     for name in names:
         fast = Generation(name, "numba", threads)
-        numba_s, forward_s = time_generation(fast, repeats)
-        flops = fast.forward_flops()
+        numba_s = time_generation(fast, repeats)
+        phases = fast.profile(repeats or 5) if profile else None
+        forward_s = (phases["first_layer"] + phases["noise_response"] + phases["later_layers"] + phases["loss"]
+                     if phases else None)
+        useful = fast.useful_flops()
+        dense = fast.dense_flops()
         del fast
         slow = Generation(name, "numpy")
-        numpy_s, _ = time_generation(slow, repeats if repeats is not None else None, min_seconds=0.5)
+        numpy_s = time_generation(slow, repeats, min_seconds=0.5)
         del slow
-        gflops = flops / forward_s / 1e9
-        rows.append({
+        row = {
             "name": name,
             "numba_ms": round(numba_s * 1e3, 3),
             "numpy_ms": round(numpy_s * 1e3, 3),
             "speedup": round(numpy_s / numba_s, 2),
             "generations_per_second": round(1.0 / numba_s, 1),
-            "forward_ms": round(forward_s * 1e3, 3),
-            "gflops": round(gflops, 1),
-            "gemm_fraction": round(gflops / gemm, 3),
-        })
+            "useful_gflop": round(useful / 1e9, 4),
+            "useful_gflops": round(useful / numba_s / 1e9, 1),
+            "limit_fraction": round(useful / numba_s / 1e9 / gemm, 3),
+            "limit_ms": round(useful / (gemm * 1e9) * 1e3, 3),
+        }
+        if phases:
+            row["dense_gflops"] = round(dense / forward_s / 1e9, 1)
+            row["profile_ms"] = {p: round(v * 1e3, 3) for p, v in phases.items()}
+        rows.append(row)
     return {
         "configs": rows,
         "gemm_gflops": round(gemm, 1),
@@ -167,8 +255,13 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def format_table(result: dict) -> str:
-    head = f"{'config':<18}{'numba ms':>11}{'numpy ms':>12}{'speedup':>9}{'gen/s':>9}{'GFLOP/s':>9}{'of GEMM':>9}"
+_SHORT = {"ask": "ask", "first_layer": "layer0", "noise_response": "noise", "later_layers": "layers",
+          "loss": "loss", "shaping": "shape", "gradient": "grad", "optimizer": "opt", "overhead": "other"}
+
+
+def format_table(result: dict, profile: bool = False) -> str:
+    head = (f"{'config':<17}{'numba ms':>10}{'numpy ms':>11}{'speedup':>9}{'gen/s':>9}"
+            f"{'useful GF':>11}{'limit ms':>10}{'of limit':>10}")
     lines = [
         f"fastes bench: {result['cpu']}, {result['threads']} threads; float32 GEMM {result['gemm_gflops']} GFLOP/s",
         head,
@@ -176,15 +269,23 @@ def format_table(result: dict) -> str:
     ]
     for r in result["configs"]:
         lines.append(
-            f"{r['name']:<18}{r['numba_ms']:>11.3f}{r['numpy_ms']:>12.3f}{r['speedup']:>8.1f}x"
-            f"{r['generations_per_second']:>9.1f}{r['gflops']:>9.1f}{r['gemm_fraction']:>8.0%} "
+            f"{r['name']:<17}{r['numba_ms']:>10.3f}{r['numpy_ms']:>11.3f}{r['speedup']:>8.1f}x"
+            f"{r['generations_per_second']:>9.1f}{r['useful_gflop']:>11.4f}{r['limit_ms']:>10.3f}"
+            f"{r['limit_fraction']:>9.0%} "
         )
-    lines.append("GFLOP/s: dense-equivalent population forward (2*n*B*sum(fan_in*fan_out)) / numba forward time")
+    lines.append("useful GF: GFLOP the algorithm needs (non-zero pixels, shared products once, low-rank "
+                 "factors); limit ms: that at the GEMM rate; of limit: limit ms / numba ms")
+    if profile and all("profile_ms" in r for r in result["configs"]):
+        names = [_SHORT[p] for p in PHASES]
+        head = f"{'numba ms by phase':<17}" + "".join(f"{n:>9}" for n in names)
+        lines += ["", head, "-" * len(head)]
+        for r in result["configs"]:
+            lines.append(f"{r['name']:<17}" + "".join(f"{r['profile_ms'][p]:>9.3f}" for p in PHASES))
     return "\n".join(lines)
 
 
 def format_markdown(result: dict) -> str:
-    """The table as Markdown, with the machine and date, for results/benchmark.md."""
+    """The tables as Markdown, with the machine and date, for results/benchmark.md."""
     lines = [
         "# fastes bench",
         "",
@@ -192,19 +293,31 @@ def format_markdown(result: dict) -> str:
         f"NumPy {result['numpy']}, Numba {result['numba']}; {result['date']}.",
         f"Float32 GEMM measured in the same run: {result['gemm_gflops']} GFLOP/s.",
         "",
-        "| config | numba ms/gen | numpy ms/gen | speedup | generations/s | GFLOP/s | of GEMM |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| config | numba ms/gen | numpy ms/gen | speedup | generations/s | useful GFLOP | at GEMM rate, ms | limit fraction |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["configs"]:
         lines.append(
             f"| {r['name']} | {r['numba_ms']:.3f} | {r['numpy_ms']:.3f} | {r['speedup']:.1f}x | "
-            f"{r['generations_per_second']:.1f} | {r['gflops']:.1f} | {r['gemm_fraction']:.0%} |"
+            f"{r['generations_per_second']:.1f} | {r['useful_gflop']:.4f} | {r['limit_ms']:.3f} | "
+            f"{r['limit_fraction']:.2f} |"
         )
+    if all("profile_ms" in r for r in result["configs"]):
+        lines += [
+            "",
+            "Numba generation by phase, ms (median of instrumented generations):",
+            "",
+            "| config | " + " | ".join(PHASES) + " |",
+            "| --- |" + " ---: |" * len(PHASES),
+        ]
+        for r in result["configs"]:
+            lines.append(f"| {r['name']} | " + " | ".join(f"{r['profile_ms'][p]:.3f}" for p in PHASES) + " |")
     lines += [
         "",
         "One generation = noise offsets + population losses + shaping + gradient estimate + optimizer step,",
-        "on a fixed MNIST batch. GFLOP/s counts the population forward as dense work,",
-        "2 * n * B * sum(fan_in * fan_out), over the numba forward time (the kernels skip zero pixels and",
-        "use low-rank structure, so this can exceed the GEMM rate). Regenerate: `fastes bench --out results/benchmark`.",
+        "on a fixed MNIST batch. Useful GFLOP counts the multiply-adds the algorithm must do (non-zero pixels",
+        "only, the first layer's shared product once, low-rank noise as its factors; see",
+        "`fastes.bench.useful_macs`) x 2; the limit fraction is the time that work takes at the GEMM rate",
+        "over the numba time. Regenerate: `fastes bench --profile --out results/benchmark`.",
     ]
     return "\n".join(lines) + "\n"

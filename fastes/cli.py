@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--configs", help="comma-separated config names (default: all)")
     b.add_argument("--repeats", type=_positive_int, default=None, help="timed generations per backend and config")
     b.add_argument("--threads", type=_positive_int)
+    b.add_argument("--profile", action="store_true", help="also print each config's numba time by phase")
     b.add_argument("--out", help="also write OUT.md and OUT.json (e.g. results/benchmark)")
 
     pl = sub.add_parser("plot", help="test accuracy against wall time for run folders")
@@ -199,7 +200,7 @@ def cmd_bench(args) -> int:
         out = Path(args.out)
         atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
         atomic_write_text(out.with_suffix(".md"), format_markdown(result))
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    print(json.dumps(result, indent=2) if args.json else format_table(result, profile=args.profile))
     return 0
 
 

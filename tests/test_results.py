@@ -49,4 +49,4 @@ def test_benchmark_json_has_the_documented_keys():
     names = {c["name"] for c in bench["configs"]}
     assert {"seed", "medium", "large"} <= names
     for row in bench["configs"]:
-        assert set(row) >= {"name", "numba_ms", "numpy_ms", "speedup", "gflops", "gemm_fraction"}
+        assert set(row) >= {"name", "numba_ms", "numpy_ms", "speedup", "useful_gflop", "limit_fraction", "profile_ms"}
