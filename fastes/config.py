@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
 import tomllib
@@ -118,8 +119,12 @@ class Config:
         return out
 
     def to_toml(self) -> str:
-        """The resolved configuration as TOML (``None`` fields are left out)."""
-        lines = ["# fastes training configuration; rerun with: fastes train --config THIS_FILE"]
+        """The resolved configuration as TOML. ``None`` fields are left out (TOML has no
+        null), so the file names the ``seed`` preset, whose values for them are ``None``:
+        without it a file read with the ``default`` preset would gain its time budget."""
+        lines = ["# fastes training configuration; rerun with: fastes train --config THIS_FILE",
+                 "# every option is given below; the seed preset only supplies options left unset (None)",
+                 'preset = "seed"']
         for key, value in self.to_dict().items():
             if value is not None:
                 lines.append(f"{key} = {_toml_value(value)}")
@@ -133,7 +138,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # a TOML basic string: JSON's escapes are TOML's, except that TOML also escapes DEL
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 #: Fields that hold a boolean, an integer (with its minimum) or a float (with its range).
@@ -171,6 +177,10 @@ def check_field(name: str, value: Any) -> Any:
     if name in _TEXT:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a path that is not UTF-8 cannot be written to config.toml
+            raise ConfigError(f"{name} {value!r} is not UTF-8 text; rename it or give another path") from None
         return value
     if name in _BOOLS:
         if not isinstance(value, (bool, np.bool_)):
