@@ -148,7 +148,7 @@ def check_fits(config, dataset) -> None:
 
 
 def _what_fits(config, need, available: int) -> str:
-    """The largest population, batch size or hidden width that fits, the others unchanged."""
+    """The largest population, batch size, rank or hidden width that fits, the others unchanged."""
     step = 2 if config.antithetic else 1
     options = []
     for flag, name, low in (("--population", "population", 2), ("--batch-size", "batch_size", 1)):
@@ -156,13 +156,17 @@ def _what_fits(config, need, available: int) -> str:
                         low // step if name == "population" else low, getattr(config, name) // (step if name == "population" else 1))
         if best is not None:
             options.append(f"{flag} {best * step if name == 'population' else best}")
+    if config.perturbation == "lowrank":
+        best = _largest(lambda v: need(config.replace(rank=v)) <= available, 1, config.rank)
+        if best is not None:
+            options.append(f"--rank {best}")
     if config.hidden:
         n = len(config.hidden)
         best = _largest(lambda v: need(config.replace(hidden=(v,) * n)) <= available, 1, max(config.hidden))
         if best is not None:
             options.append(f"--hidden {','.join([str(best)] * n)}")
     if not options:
-        return "no smaller population, batch size or hidden width fits; free memory or use a larger machine"
+        return "no smaller population, batch size, rank or hidden width fits; free memory or use a larger machine"
     return "it fits with at most " + " or ".join(options) + " (the other options as given)"
 
 
