@@ -119,12 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="test accuracy against wall time for run folders")
     pl.add_argument("runs", nargs="+", help="run folders (each with metrics.csv), optionally LABEL=DIR")
     pl.add_argument("--out", required=True)
+    parser.commands = {"train": t, "evaluate": e, "predict": pr, "bench": b, "plot": pl}
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's parser, whose --help lists its options
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
                 "plot": cmd_plot}[args.command](args)
