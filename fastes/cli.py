@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import CHOICES, PRESETS, RESUME_OPTIONS, resolve
-from .errors import ConfigError, FastesError, Interrupted
+from .errors import ConfigError, FastesError, Interrupted, one_line
 
 
 def _int(text: str) -> int:
@@ -33,12 +33,8 @@ def _float(text: str) -> float:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit status 2, as for every other bad input
-        sys.stderr.write(f"fastes: error: {_one_line(message)} (see {self.prog} --help)\n")
+        sys.stderr.write(f"fastes: error: {one_line(message)} (see {self.prog} --help)\n")
         raise SystemExit(2)
-
-
-def _one_line(text) -> str:
-    return " ".join(str(text).split())
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -132,16 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
                 "plot": cmd_plot}[args.command](args)
     except Interrupted as exc:
-        sys.stderr.write(f"fastes: {_one_line(exc)}\n")
+        sys.stderr.write(f"fastes: {one_line(exc)}\n")
         return exc.exit_code
     except FastesError as exc:
-        sys.stderr.write(f"fastes: error: {_one_line(exc)}\n")
+        sys.stderr.write(f"fastes: error: {one_line(exc)}\n")
         return exc.exit_code
     except PermissionError as exc:
         sys.stderr.write(f"fastes: error: permission denied writing {exc.filename}; choose a writable folder\n")
         return 2
     except OSError as exc:  # a full disk, a folder removed while fastes writes into it ...
-        sys.stderr.write(f"fastes: error: cannot write {exc.filename}: {exc.strerror or _one_line(exc)}; "
+        sys.stderr.write(f"fastes: error: cannot write {exc.filename}: {exc.strerror or one_line(exc)}; "
                          "free disk space or choose another folder\n")
         return 2
     except MemoryError:

@@ -8,6 +8,11 @@ found and what to do about it.
 from __future__ import annotations
 
 
+def one_line(text) -> str:
+    """``text`` (or an exception's message) on one line, for a message that quotes it."""
+    return " ".join(str(text).split()) or type(text).__name__
+
+
 class FastesError(Exception):
     """Base class of every error fastes reports to a user."""
 

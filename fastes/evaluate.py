@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from . import report
 from .backends import predict_logits
 from .data import load_dataset
-from .errors import DatasetError, ModelFileError, RunFolderError
+from .errors import DatasetError, ModelFileError, RunFolderError, one_line
 from .files import check_output_path, regular_file
 from .reference import losses_from_logits
 from .storage import load_model
@@ -82,14 +83,15 @@ def load_image(path: str | Path, side: int, invert: bool = False) -> np.ndarray:
             with Image.open(path) as img:
                 width, height = img.size
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise DatasetError(_too_large(path, width, height))
+                    raise DatasetError(_too_large(path, width * height))
                 gray = _on_background(img, background).resize((side, side), Image.Resampling.LANCZOS)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise DatasetError(_too_large(path, *_claimed_size(path))) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own, larger limit
+            claimed = re.search(r"\((\d+) pixels\)", str(exc))
+            raise DatasetError(_too_large(path, int(claimed.group(1)) if claimed else None)) from None
         except DatasetError:
             raise
         except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on a damaged file
-            raise DatasetError(f"cannot read image {path}: {_one_line(exc)}; give a PNG or JPEG file") from None
+            raise DatasetError(f"cannot read image {path}: {one_line(exc)}; give a PNG or JPEG file") from None
     pixels = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
     if pixels.max() - pixels.min() < 1.0 / 255.0:
         raise DatasetError(
@@ -112,26 +114,10 @@ def _on_background(img, background: int):
     return img.convert("L")
 
 
-def _claimed_size(path) -> tuple[int, int]:
-    from PIL import Image
-
-    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except Exception:  # noqa: BLE001 - only for the message
-        return (0, 0)
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-
-
-def _too_large(path, width: int, height: int) -> str:
-    return (f"image {path} is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} predict reads; "
+def _too_large(path, pixels: int | None) -> str:
+    size = f"{pixels:,} pixels" if pixels else "too many pixels"
+    return (f"image {path} has {size}, more than the {MAX_IMAGE_PIXELS:,} predict reads; "
             "crop or scale it down (a digit needs only 28x28)")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def predict_images(model_path, images: list[str], invert: bool = False) -> list[dict]:

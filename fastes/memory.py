@@ -2,13 +2,19 @@
 before anything large is allocated, and the length of its noise vectors against the table.
 
 :func:`check_fits` raises :class:`ResourceError` saying what the run needs, what is
-available, and the largest population, batch size or hidden width that fits.
+available, and the largest population, batch size, rank or hidden width that fits.
+
+The estimate follows the buffers of :mod:`fastes.backends` and :mod:`fastes.kernels`
+(``PopulationWorkspace``) and of the NumPy reference; a change to those changes it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numba
+import numpy as np
 
 from .errors import ResourceError
 from .layout import ParamLayout
@@ -54,11 +60,13 @@ def available_bytes() -> int:
 
 
 def format_bytes(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+    if n < 1024:
+        return f"{n:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         n /= 1024
-    raise AssertionError("unreachable")
+        if n < 1024:
+            break
+    return f"{n:.1f} {unit}"
 
 
 def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int, nnz: int | None = None) -> dict[str, int]:
@@ -89,31 +97,20 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
         lowrank = config.perturbation == "lowrank"
         grouped = lowrank or n_noise * width0 <= _GROUPED_MAX_WIDTH
         span = width0 + n_noise * (config.rank if lowrank else width0) if grouped else width0
-        threads = _max_threads()
+        threads = numba.config.NUMBA_NUM_THREADS
         transposed = sum(dims[k + 1] * (dims[k] + 1) for k in range(1, len(dims) - 1))
         terms["first-layer buffer (batch x (width0 + n_noise x columns))"] = 4 * span * (batch + (dims[0] + 1 if grouped else 0))
         terms["row losses (population x batch)"] = 16 * members * batch
         terms["per-thread scratch"] = 4 * threads * (3 * widest + 2 * transposed)
         terms["batch buffers"] = batch * (4 * n_classes + 16)
-        if lowrank:
-            terms["low-rank noise stacks (population x rank x widths)"] = 8 * n_noise * config.rank * sum(dims[:-1]) + 8 * n_noise * config.rank * sum(dims[1:])
+        if lowrank:  # per layer (n_noise * rank, fan_in) and (n_noise * rank, fan_out), float64
+            terms["low-rank noise stacks (population x rank x widths)"] = 8 * n_noise * config.rank * (sum(dims[:-1]) + sum(dims[1:]))
     return terms
-
-
-def _max_threads() -> int:
-    try:
-        import numba
-
-        return int(numba.config.NUMBA_NUM_THREADS)
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return os.cpu_count() or 1
 
 
 def check_fits(config, dataset) -> None:
     """Refuse a run that cannot fit: its memory (see :func:`run_bytes`) against
     :func:`available_bytes`, and its noise vectors against the noise table."""
-    import numpy as np
-
     shape = (dataset.x_train.shape[0], dataset.x_test.shape[0], dataset.n_features, dataset.n_classes)
     nnz = int(np.count_nonzero(dataset.x_train))
 

@@ -61,13 +61,14 @@ def check_folder(out: Path, resume: bool, overwrite: bool) -> None:
                 f"results folder {out} already holds a run; pass --resume to continue it, "
                 "--overwrite to replace its files, or choose another --out"
             )
-    else:
+    else:  # created at the first checkpoint: its nearest existing folder must allow that
         parent = out.absolute().parent
         while not parent.exists():
             parent = parent.parent
-        if not parent.is_dir():
-            raise RunFolderError(f"cannot create results folder {out}: {parent} is a file, not a folder; choose another --out")
-        out = parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            problem = "is a file, not a folder" if not parent.is_dir() else "is not writable"
+            raise RunFolderError(f"cannot create results folder {out}: {parent} {problem}; choose another --out")
+        return
     if not os.access(out, os.W_OK | os.X_OK):
         raise RunFolderError(f"results folder {out} is not writable; choose another --out")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, ConfigError
-from .errors import ModelFileError
+from .errors import ModelFileError, one_line
 from .files import regular_file
 from .layout import ParamLayout
 from .memory import available_bytes, format_bytes
@@ -79,10 +79,6 @@ def save_model(path: str | Path, layout: ParamLayout, theta: np.ndarray, config:
     atomic_write(Path(path), lambda fh: np.savez(fh, **arrays))
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
 def read_npz(path: str | Path, kind: str) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, never unpickling and never allocating more than the
     file declares: each member's ``.npy`` header is checked against the member's size, and
@@ -112,7 +108,7 @@ def read_npz(path: str | Path, kind: str) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
             NotImplementedError, RuntimeError, struct.error, SyntaxError, TypeError) as exc:
         # what a damaged archive raises: bad CRC, truncated member, unsupported compression ...
-        raise ModelFileError(f"{kind} file {path} is corrupt or truncated ({_one_line(exc)})") from None
+        raise ModelFileError(f"{kind} file {path} is corrupt or truncated ({one_line(exc)})") from None
     return arrays
 
 
@@ -122,7 +118,7 @@ def _check_npy_header(fh, member, path, kind) -> None:
         shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
     elif version in ((2, 0), (3, 0)):
         shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    else:  # pragma: no cover - read_magic accepts only the versions above
+    else:  # read_magic returns whichever two version bytes the file holds
         raise ValueError(f"unsupported .npy version {version}")
     if dtype.hasobject:
         raise ModelFileError(f"{kind} file {path}: {member.filename} holds Python objects; fastes files hold only numbers and text")
@@ -275,7 +271,7 @@ class _MetaCheck:
             return Config(**value).to_dict()
         except (ConfigError, TypeError) as exc:
             raise ModelFileError(
-                f"checkpoint {self.path} holds a configuration this fastes cannot read ({_one_line(exc)})"
+                f"checkpoint {self.path} holds a configuration this fastes cannot read ({one_line(exc)})"
             ) from None
 
     def int(self, key: str, minimum: int = 0) -> int:

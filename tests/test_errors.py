@@ -167,7 +167,7 @@ CASES = {
     "model-text-file": (["evaluate", "{w}/model_text.npz"], r"^(?!.*pickled).*not an \.npz file"),
     "model-truncated": (["evaluate", "{w}/model_truncated.npz"], "corrupt or truncated|not an .npz"),
     # images
-    "image-bomb": (["predict", "{w}/run3/model.npz", "{w}/bomb.png"], "30000x30000 pixels"),
+    "image-bomb": (["predict", "{w}/run3/model.npz", "{w}/bomb.png"], "900,000,000 pixels"),
     "image-truncated": (["predict", "{w}/run3/model.npz", "{w}/truncated.png"], "cannot read image"),
     "image-folder": (["predict", "{w}/run3/model.npz", "{w}/images"], "is a folder"),
     "image-transparent-dark": (["predict", "{w}/run3/model.npz", "{w}/dark_on_transparent.png"], "flat colour.*--invert"),
