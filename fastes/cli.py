@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import CHOICES, PRESETS, resolve
-from .errors import FastesError
+from .config import CHOICES, PRESETS, RESUME_OPTIONS, resolve
+from .errors import ConfigError, FastesError, Interrupted, one_line
 
 
-def _positive_int(text: str) -> int:
+def _int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -33,7 +33,7 @@ def _float(text: str) -> float:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit status 2, as for every other bad input
-        sys.stderr.write(f"fastes: error: {message} (see fastes {self.prog.split()[-1]} --help)\n")
+        sys.stderr.write(f"fastes: error: {one_line(message)} (see {self.prog} --help)\n")
         raise SystemExit(2)
 
 
@@ -41,10 +41,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training options (override the preset and --config)")
     g.add_argument("--dataset", choices=CHOICES["dataset"])
     g.add_argument("--data-dir", help="folder with the four MNIST-format IDX files (e.g. Fashion-MNIST)")
-    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--epochs", type=_int)
     g.add_argument("--max-seconds", type=_float, help="stop cleanly after this many seconds of training")
-    g.add_argument("--population", type=_positive_int)
-    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--population", type=_int)
+    g.add_argument("--batch-size", type=_int)
     g.add_argument("--hidden", help="hidden layer sizes, e.g. 16,16")
     g.add_argument("--sigma", type=_float)
     g.add_argument("--lr", type=_float)
@@ -62,13 +62,13 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sigma-decay", type=_float)
     g.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--perturbation", choices=CHOICES["perturbation"])
-    g.add_argument("--rank", type=_positive_int)
+    g.add_argument("--rank", type=_int)
     g.add_argument("--eval-every-seconds", type=_float)
-    g.add_argument("--seed", type=_positive_int)
+    g.add_argument("--seed", type=_int)
     g.add_argument("--backend", choices=CHOICES["backend"])
-    g.add_argument("--threads", type=_positive_int, help="Numba threads (default: all cores)")
+    g.add_argument("--threads", type=_int, help="Numba threads (default: all cores)")
     g.add_argument("--address", help="Ray cluster address (with --backend ray)")
-    g.add_argument("--workers", type=_positive_int, help="Ray workers (with --backend ray)")
+    g.add_argument("--workers", type=_int, help="Ray workers (with --backend ray)")
 
 
 _TRAINING_KEYS = (
@@ -108,32 +108,73 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time one generation: numba kernels against plain NumPy")
     b.add_argument("--json", action="store_true")
     b.add_argument("--configs", help="comma-separated config names (default: all)")
-    b.add_argument("--repeats", type=_positive_int, default=None, help="timed generations per backend and config")
-    b.add_argument("--threads", type=_positive_int)
+    b.add_argument("--repeats", type=_int, default=None, help="timed generations per backend and config")
+    b.add_argument("--threads", type=_int)
     b.add_argument("--profile", action="store_true", help="also print each config's numba time by phase")
     b.add_argument("--out", help="also write OUT.md and OUT.json (e.g. results/benchmark)")
 
     pl = sub.add_parser("plot", help="test accuracy against wall time for run folders")
     pl.add_argument("runs", nargs="+", help="run folders (each with metrics.csv), optionally LABEL=DIR")
     pl.add_argument("--out", required=True)
+    parser.commands = {"train": t, "evaluate": e, "predict": pr, "bench": b, "plot": pl}
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's parser, whose --help lists its options
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
                 "plot": cmd_plot}[args.command](args)
+    except Interrupted as exc:
+        sys.stderr.write(f"fastes: {one_line(exc)}\n")
+        return exc.exit_code
     except FastesError as exc:
-        sys.stderr.write(f"fastes: error: {exc}\n")
-        return 2
+        sys.stderr.write(f"fastes: error: {one_line(exc)}\n")
+        return exc.exit_code
     except PermissionError as exc:
         sys.stderr.write(f"fastes: error: permission denied writing {exc.filename}; choose a writable folder\n")
+        return 2
+    except OSError as exc:  # a full disk, a folder removed while fastes writes into it ...
+        sys.stderr.write(f"fastes: error: cannot write {exc.filename}: {exc.strerror or one_line(exc)}; "
+                         "free disk space or choose another folder\n")
+        return 2
+    except MemoryError:
+        sys.stderr.write("fastes: error: out of memory; use a smaller --population, --batch-size or --hidden\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("fastes: interrupted\n")
         return 130
+
+
+def _given(args, key: str) -> str | None:
+    """The flag that set training option ``key`` on the command line, or None."""
+    value = getattr(args, key)
+    if value is None:
+        return None
+    flag = "--" + key.replace("_", "-")
+    return flag.replace("--", "--no-", 1) if value is False else flag
+
+
+def _check_resume_flags(args) -> None:
+    """--resume continues a run as it was configured: refuse any flag that would change it."""
+    out = args.resume
+    if args.out is not None and Path(args.out).absolute() != Path(out).absolute():
+        raise ConfigError(
+            f"--resume {out} continues the run in {out}; --out {args.out} cannot send it elsewhere: "
+            f"leave --out out, or copy {out} to {args.out} and resume that"
+        )
+    given = [f for f in ("--preset" if args.preset else None, "--config" if args.config else None,
+                         "--overwrite" if args.overwrite else None) if f]
+    given += [f for k in _TRAINING_KEYS if k not in RESUME_OPTIONS and (f := _given(args, k))]
+    if given:
+        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_OPTIONS)
+        raise ConfigError(
+            f"--resume continues the run in {out} as it was configured; {given[0]} would change it: leave it out, "
+            f"or start a new run with --out (with --resume only {allowed} and --quiet may be given)"
+        )
 
 
 def cmd_train(args) -> int:
@@ -142,8 +183,9 @@ def cmd_train(args) -> int:
 
     overrides = {k: getattr(args, k) for k in _TRAINING_KEYS}
     if args.resume:
+        _check_resume_flags(args)
         out = Path(args.resume)
-        changes = {k: overrides[k] for k in ("threads", "epochs", "max_seconds", "workers", "address")}
+        changes = {k: overrides[k] for k in RESUME_OPTIONS}
         config = None
     else:
         out = Path(args.out) if args.out else default_out_dir()
@@ -191,13 +233,24 @@ def cmd_predict(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import format_markdown, format_table, run_bench
+    from .bench import CONFIGS, format_markdown, format_table, run_bench
+    from .files import check_output_path
     from .storage import atomic_write_text
 
-    names = [n.strip() for n in args.configs.split(",")] if args.configs else None
-    result = run_bench(names, repeats=args.repeats, threads=args.threads)
+    names = None
+    if args.configs is not None:
+        names = [n.strip() for n in args.configs.split(",") if n.strip()]
+        if not names:
+            raise ConfigError(f"--configs {args.configs!r} names no config; give comma-separated names from: {', '.join(CONFIGS)}")
+    for flag, value in (("--repeats", args.repeats), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
     if args.out:
         out = Path(args.out)
+        for suffix in (".json", ".md"):
+            check_output_path(out.with_suffix(suffix), "--out")
+    result = run_bench(names, repeats=args.repeats, threads=args.threads)
+    if args.out:
         atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
         atomic_write_text(out.with_suffix(".md"), format_markdown(result))
     print(json.dumps(result, indent=2) if args.json else format_table(result, profile=args.profile))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import math
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
+from .files import read_bytes
+from .memory import available_bytes, format_bytes
 
 #: IDX file names, as in the original distribution (with or without a ``.gz`` suffix).
 IDX_FILES = {
@@ -73,19 +78,25 @@ def bundled_mnist_dir() -> Path:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """A dataset file's bytes, gunzipped when it starts with the gzip magic; neither the
+    file nor its decompressed contents may be larger than the memory available."""
+    limit = available_bytes()
+    raw = read_bytes(path, "dataset file", DatasetError, limit)
+    if raw[:2] != b"\x1f\x8b":
+        return raw
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"cannot read dataset file {path}: {exc.strerror or exc}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, ValueError) as exc:
-            raise DatasetError(
-                f"dataset file {path} is not a valid gzip file ({exc}); "
-                "replace it with an intact copy"
-            ) from None
-    return raw
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
+            data = fh.read(limit + 1)
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise DatasetError(
+            f"dataset file {path} is not a valid gzip file ({exc}); replace it with an intact copy"
+        ) from None
+    if len(data) > limit:
+        raise DatasetError(
+            f"dataset file {path} decompresses to more than the {format_bytes(limit)} of memory available; "
+            "is it really an MNIST-format file?"
+        )
+    return data
 
 
 def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -119,7 +130,7 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
         raise DatasetError(f"{source}: truncated header ({len(raw)} bytes, need {header})")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[code]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize
     if len(raw) != expected:
         raise DatasetError(
             f"{source}: payload length mismatch: header says {dims} ({expected} bytes in all) "
@@ -140,7 +151,8 @@ def _find(folder: Path, stem: str) -> Path:
 
 def _read_checksums(folder: Path) -> dict[str, str]:
     sums: dict[str, str] = {}
-    text = (folder / "SHA256SUMS").read_text()
+    raw = read_bytes(folder / "SHA256SUMS", "checksum file", DatasetError, 1 << 16)
+    text = raw.decode("ascii", errors="replace")
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and not line.startswith("#"):
@@ -195,19 +207,49 @@ def _assemble(arrays: dict, name: str) -> Dataset:
                 f"{ipath} holds {len(images)} images but {lpath} holds {len(labels)} labels; "
                 "images and labels must come from the same dataset"
             )
+        if len(images) == 0 or images[0].size == 0:
+            raise DatasetError(f"{ipath} holds no pixels (shape {images.shape}); a dataset needs images in both splits")
         if images.dtype != np.uint8:
             raise DatasetError(f"{ipath}: expected unsigned byte pixels, found {images.dtype}")
-        if len(labels) and (labels.min() < 0):
-            raise DatasetError(f"{lpath}: negative label {labels.min()}")
+        if labels.dtype.kind not in "iu":
+            raise DatasetError(f"{lpath}: labels must be integers, found {labels.dtype}")
+        if labels.min() < 0:
+            raise DatasetError(f"{lpath}: negative label {labels.min()}; labels must be class indices 0, 1, 2, ...")
+        if 4 * images.size > available_bytes():
+            raise DatasetError(
+                f"{ipath}: {images.shape} pixels need {format_bytes(4 * images.size)} as float32, more than the "
+                f"{format_bytes(available_bytes())} of memory available"
+            )
         out[f"x_{split}"] = (images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0))
         out[f"y_{split}"] = labels.astype(np.int32)
         out[f"shape_{split}"] = images.shape[1:]
+        out[f"path_{split}"] = lpath
     if out["shape_train"] != out["shape_test"]:
         raise DatasetError(f"train images {out['shape_train']} and test images {out['shape_test']} differ in shape")
-    n_classes = int(max(out["y_train"].max(initial=0), out["y_test"].max(initial=0))) + 1
+    n_classes = _check_classes(out["y_train"], out["path_train"], out["y_test"], out["path_test"])
     shape = out["shape_train"]
     image_shape = (int(shape[0]), int(np.prod(shape[1:]))) if len(shape) >= 2 else (1, int(shape[0]))
     return Dataset(name, out["x_train"], out["y_train"], out["x_test"], out["y_test"], n_classes, image_shape)
+
+
+def _check_classes(y_train: np.ndarray, train_path, y_test: np.ndarray, test_path) -> int:
+    """The number of classes, ``max(train label) + 1``, after checking that the training
+    labels are consecutive class indices and every test label is one of them."""
+    classes = np.unique(y_train)
+    gaps = np.flatnonzero(np.diff(classes) > 1)
+    if len(gaps):
+        low, high = int(classes[gaps[0]]), int(classes[gaps[0] + 1])
+        raise DatasetError(
+            f"{train_path}: label {high} lies outside the range {int(classes[0])}-{low} of the labels before it "
+            f"(no label in {low + 1}-{high - 1} occurs); labels must be consecutive class indices: fix that label"
+        )
+    unseen = np.setdiff1d(np.unique(y_test), classes)
+    if len(unseen):
+        raise DatasetError(
+            f"{test_path}: label {int(unseen[0])} never occurs in the training labels "
+            f"({int(classes[0])}-{int(classes[-1])}); the test split must use the training split's classes"
+        )
+    return int(classes[-1]) + 1
 
 
 def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:

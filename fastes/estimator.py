@@ -17,6 +17,7 @@ from .backends import predict_logits
 from .config import Config
 from .data import Dataset
 from .evaluate import softmax
+from .memory import check_fits
 from .trainer import Trainer
 
 
@@ -107,6 +108,12 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
         empty = np.zeros((0, n), dtype=np.float32)
         return Dataset("array", X, y, empty, np.zeros(0, np.int32), len(self.classes_), (1, n))
 
+    def _trainer(self, config: Config, X, y) -> Trainer:
+        """A trainer for (X, y), once the run is known to fit in memory."""
+        dataset = self._dataset(np.ascontiguousarray(X), self._encode(y))
+        check_fits(config, dataset)
+        return Trainer(config, dataset)
+
     def _encode(self, y) -> np.ndarray:
         index = np.searchsorted(self.classes_, y)
         index = np.clip(index, 0, len(self.classes_) - 1)
@@ -144,7 +151,7 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        trainer = Trainer(self._config(seed), self._dataset(np.ascontiguousarray(X), self._encode(y)))
+        trainer = self._trainer(self._config(seed), X, y)
         self._set_model(trainer, trainer.run(), seed)
         return self
 
@@ -163,7 +170,7 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
         seed = getattr(self, "seed_", None)
         if first or seed is None:
             seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        trainer = Trainer(self._config(seed, epochs=10**9), self._dataset(np.ascontiguousarray(X), self._encode(y)))
+        trainer = self._trainer(self._config(seed, epochs=10**9), X, y)
         if n_generations is None:
             n_generations = trainer.n_batches
         state = trainer.initial_state() if first else self.state_

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,8 @@ import numpy as np
 from . import report
 from .backends import predict_logits
 from .data import load_dataset
-from .errors import DatasetError, FastesError, ModelFileError
+from .errors import DatasetError, ModelFileError, RunFolderError, one_line
+from .files import check_output_path, regular_file
 from .reference import losses_from_logits
 from .storage import load_model
 
@@ -28,6 +32,11 @@ def evaluate_model(model_path, dataset: str | None = None, data_dir: str | None 
     The dataset and loss default to those the model was trained with.
     """
     layout, theta, config = load_model(model_path)
+    with np.errstate(all="ignore"):  # a model with huge weights scores inf; that is its result
+        return _evaluate(model_path, layout, theta, config, dataset, data_dir)
+
+
+def _evaluate(model_path, layout, theta, config, dataset, data_dir) -> dict:
     name = dataset or config.get("dataset", "mnist")
     data_dir = data_dir if data_dir is not None else (config.get("data_dir") if dataset is None else None)
     ds = load_dataset(name, data_dir)
@@ -52,22 +61,63 @@ def evaluate_model(model_path, dataset: str | None = None, data_dir: str | None 
     }
 
 
+#: Largest image predict reads (a digit needs 28x28 pixels; a phone photo is ~12 million).
+MAX_IMAGE_PIXELS = 50_000_000
+
+
 def load_image(path: str | Path, side: int, invert: bool = False) -> np.ndarray:
     """An image file as MNIST-like pixels: grayscale, ``side`` x ``side``, white digit on
-    black, scaled to [0, 1], flattened (side*side,) float32."""
-    from PIL import Image, UnidentifiedImageError
+    black, scaled to [0, 1], flattened (side*side,) float32.
 
-    try:
-        with Image.open(path) as img:
-            gray = img.convert("L").resize((side, side), Image.Resampling.LANCZOS)
-    except FileNotFoundError:
-        raise DatasetError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}; give a PNG or JPEG file") from None
+    Transparent pixels are background: the image is placed on black (white with
+    ``invert``, for dark digits) before it is made gray. A blank result is an error.
+    """
+    from PIL import Image
+
+    path = regular_file(path, "image", DatasetError)
+    background = 255 if invert else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL's notes on odd but readable files
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DatasetError(_too_large(path, width * height))
+                gray = _on_background(img, background).resize((side, side), Image.Resampling.LANCZOS)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's own, larger limit
+            claimed = re.search(r"\((\d+) pixels\)", str(exc))
+            raise DatasetError(_too_large(path, int(claimed.group(1)) if claimed else None)) from None
+        except DatasetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on a damaged file
+            raise DatasetError(f"cannot read image {path}: {one_line(exc)}; give a PNG or JPEG file") from None
     pixels = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
+    if pixels.max() - pixels.min() < 1.0 / 255.0:
+        raise DatasetError(
+            f"image {path} is one flat colour on a {'white' if invert else 'black'} background, with no digit to "
+            f"classify; {'drop --invert for light digits' if invert else 'pass --invert for dark digits'}"
+        )
     if invert:
         pixels = 1.0 - pixels
     return pixels.reshape(-1)
+
+
+def _on_background(img, background: int):
+    """The image in grayscale ("L"), with any transparency composited onto ``background``."""
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        return Image.alpha_composite(flat, rgba).convert("L")
+    return img.convert("L")
+
+
+def _too_large(path, pixels: int | None) -> str:
+    size = f"{pixels:,} pixels" if pixels else "too many pixels"
+    return (f"image {path} has {size}, more than the {MAX_IMAGE_PIXELS:,} predict reads; "
+            "crop or scale it down (a digit needs only 28x28)")
 
 
 def predict_images(model_path, images: list[str], invert: bool = False) -> list[dict]:
@@ -77,7 +127,8 @@ def predict_images(model_path, images: list[str], invert: bool = False) -> list[
     if side * side != layout.dims[0]:
         raise ModelFileError(f"model {model_path} takes {layout.dims[0]} inputs, not a square image")
     x = np.stack([load_image(p, side, invert) for p in images])
-    probs = softmax(predict_logits(theta, layout, x))
+    with np.errstate(all="ignore"):
+        probs = softmax(predict_logits(theta, layout, x))
     return [
         {"image": str(p), "label": int(pr.argmax()), "probabilities": [round(float(v), 6) for v in pr]}
         for p, pr in zip(images, probs)
@@ -86,12 +137,16 @@ def predict_images(model_path, images: list[str], invert: bool = False) -> list[
 
 def plot_runs(runs: list[str], out: Path) -> None:
     """``fastes plot``: test accuracy against wall seconds for run folders (LABEL=DIR allowed)."""
+    out = check_output_path(out, "plot", report.plot_formats())
     series = []
     for spec in runs:
         label, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
         folder = Path(folder)
         metrics = folder / "metrics.csv"
         if not metrics.is_file():
-            raise FastesError(f"{folder} has no metrics.csv; give folders written by fastes train")
-        series.append((label or folder.name, report.read_metrics_csv(metrics)))
+            raise RunFolderError(f"{folder} has no metrics.csv; give folders written by fastes train")
+        history = report.read_metrics_csv(metrics)
+        if not any(r["wall_seconds"] > 0 and math.isfinite(r["test_accuracy"]) for r in history):
+            raise RunFolderError(f"{metrics} has no timed test accuracy to plot; give folders of runs that trained")
+        series.append((label or folder.name, history))
     report.plot_accuracy_vs_time(out, series)

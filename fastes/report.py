@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .storage import atomic_write_text
+from .storage import atomic_write, atomic_write_text
 from .trainer import METRIC_COLUMNS
 
 
@@ -26,6 +26,22 @@ def _pyplot():
     return plt
 
 
+def plot_formats() -> tuple[str, ...]:
+    """File extensions a plot can be written as (png, pdf, svg, ...)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return tuple(sorted(FigureCanvasAgg.get_supported_filetypes()))
+
+
+def _save(fig, path: Path) -> None:
+    """Write a figure atomically (a Ctrl-C leaves the old file or none, never half a plot)."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    try:
+        atomic_write(Path(path), lambda fh: fig.savefig(fh, dpi=100, format=fmt))
+    finally:
+        _pyplot().close(fig)
+
+
 def write_metrics_csv(path: Path, history: list[dict]) -> None:
     """One row per record (every epoch, and every ``eval_every_seconds``)."""
     buf = io.StringIO()
@@ -36,9 +52,32 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+#: Largest metrics.csv read (a 10-minute run writes about 5 KiB).
+MAX_METRICS_BYTES = 64 << 20
+
+
 def read_metrics_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    """The rows of a run's metrics.csv, each value a float (NaN where a run had no value)."""
+    from .errors import RunFolderError
+    from .files import read_bytes
+
+    raw = read_bytes(path, "metrics file", RunFolderError, MAX_METRICS_BYTES)
+    try:
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
+        missing = [c for c in METRIC_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise RunFolderError(f"{path} lacks the column(s) {', '.join(missing)}; give a metrics.csv written by fastes train")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                rows.append({k: float(row[k]) for k in METRIC_COLUMNS})
+            except (TypeError, ValueError):
+                raise RunFolderError(
+                    f"{path} line {line} is not a row of numbers; give a metrics.csv written by fastes train"
+                ) from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RunFolderError(f"{path} is not a CSV file ({exc}); give a metrics.csv written by fastes train") from None
+    return rows
 
 
 def _clean(value):
@@ -73,8 +112,7 @@ def plot_metrics(path: Path, history: list[dict], title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_examples(path: Path, images: np.ndarray, image_shape, predictions, truth, n: int = 16) -> None:
@@ -90,8 +128,7 @@ def plot_examples(path: Path, images: np.ndarray, image_shape, predictions, trut
         wrong = predictions[i] != truth[i]
         ax.set_title(f"pred {predictions[i]} / true {truth[i]}" + (" ✗" if wrong else ""), color="red" if wrong else "black", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_confusion(path: Path, truth, predictions, labels) -> None:
@@ -103,8 +140,7 @@ def plot_confusion(path: Path, truth, predictions, labels) -> None:
     ConfusionMatrixDisplay.from_predictions(truth, predictions, labels=labels, ax=ax, colorbar=False)
     ax.set_title("test confusion matrix")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def classification_table(truth, predictions, labels) -> str:
@@ -127,5 +163,4 @@ def plot_accuracy_vs_time(path: Path, runs: list[tuple[str, list[dict]]]) -> Non
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)

@@ -1,8 +1,18 @@
 """A training run in a results folder: config.toml, checkpoints, metrics and plots.
 
-This is what ``fastes train`` does, apart from parsing arguments: prepare the folder
-(refusing to clobber an earlier run), train with a checkpoint after every epoch and on
-Ctrl-C/SIGTERM, then write every result file.
+This is what ``fastes train`` does, apart from parsing arguments. A run folder is always in
+one of three states: untouched (as it was before the command), resumable (a checkpoint
+that ``--resume`` accepts, and its config.toml), or complete (that, plus every result
+file, summary.json written last). To keep it so:
+
+* everything that can be refused is checked before anything is written: the folder, the
+  configuration, a resumed checkpoint against the folder, the dataset, the memory the run
+  needs; the trainer is built;
+* nothing is written until the first checkpoint (after the first epoch, at a signal, or
+  when training ends); then the folder is created (or an ``--overwrite``-n run's files are
+  removed), the checkpoint is written, then config.toml;
+* results are written after the last checkpoint, summary.json last; a signal while they are
+  written stops with the checkpoint in place (``--resume`` writes them).
 """
 
 from __future__ import annotations
@@ -14,40 +24,140 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from . import report
-from .config import Config
-from .errors import FastesError, ModelFileError
+from .config import RESUME_OPTIONS, Config, load_toml
+from .data import load_dataset
+from .errors import ConfigError, DivergenceError, Interrupted, ModelFileError, RunFolderError
+from .memory import check_fits
 from .storage import atomic_write_text, load_checkpoint, save_checkpoint, save_model
 from .trainer import ACCURACY_LEVELS, Trainer, TrainState
 
+__all__ = ["RESULT_FILES", "RESUME_OPTIONS", "RunFolderError", "default_out_dir", "train_to_folder", "write_results"]
+
 RESULT_FILES = ("metrics.csv", "summary.json", "metrics.png", "examples.png", "confusion_matrix.png",
                 "classification_report.txt", "model.npz", "config.toml")
-
-
-class RunFolderError(FastesError):
-    """A results folder that cannot be used."""
 
 
 def default_out_dir() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def prepare_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """Create ``out`` or check it may be used; never deletes anything."""
+def check_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that cannot be used as asked; reads only."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"results folder {out} is a file, not a folder; choose another {'--resume' if resume else '--out'}")
     if resume:
         if not (out / "checkpoint.npz").is_file():
             raise RunFolderError(f"cannot resume: {out / 'checkpoint.npz'} does not exist; start a new run instead")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunFolderError(
-            f"results folder {out} already holds a run; pass --resume to continue it, "
-            "--overwrite to replace its files, or choose another --out"
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunFolderError(f"cannot create results folder {out}: {exc.strerror or exc}") from None
+    elif out.is_dir():
+        try:
+            used = any(out.iterdir())
+        except OSError as exc:
+            raise RunFolderError(f"cannot read results folder {out}: {exc.strerror or exc}; choose another --out") from None
+        if used and not overwrite:
+            raise RunFolderError(
+                f"results folder {out} already holds a run; pass --resume to continue it, "
+                "--overwrite to replace its files, or choose another --out"
+            )
+    else:  # created at the first checkpoint: its nearest existing folder must allow that
+        parent = out.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            problem = "is a file, not a folder" if not parent.is_dir() else "is not writable"
+            raise RunFolderError(f"cannot create results folder {out}: {parent} {problem}; choose another --out")
+        return
     if not os.access(out, os.W_OK | os.X_OK):
         raise RunFolderError(f"results folder {out} is not writable; choose another --out")
+
+
+def resume_run(out: Path, changes: dict | None) -> tuple[Config, TrainState]:
+    """The configuration and state of the run in ``out``, with ``changes`` (options of
+    :data:`RESUME_OPTIONS`) applied, after checking the checkpoint belongs to the folder."""
+    state, saved, _ = load_checkpoint(out / "checkpoint.npz")
+    config = Config(**saved)
+    _check_same_run(out, config)
+    if state.epoch > config.epochs or (state.epoch == config.epochs and state.batch):
+        raise ModelFileError(f"checkpoint in {out} is past its own {config.epochs} epochs; the file was edited or damaged")
+    changes = {k: v for k, v in (changes or {}).items() if v is not None}
+    unknown = sorted(set(changes) - set(RESUME_OPTIONS))
+    if unknown:
+        raise RunFolderError(f"--resume cannot change {', '.join(unknown)}; start a new run with --out instead")
+    started = state.epoch + (1 if state.batch else 0)
+    if changes.get("epochs", started) < started:
+        part = f" and part of epoch {state.epoch + 1}" if state.batch else ""
+        raise RunFolderError(
+            f"the run in {out} has done {state.epoch} epoch(s){part}; --epochs {changes['epochs']} would end it "
+            f"before that: give --epochs {started} or more, or leave --epochs out"
+        )
+    return config.replace(**changes), state
+
+
+def _check_same_run(out: Path, config: Config) -> None:
+    """The checkpoint must be the run of the folder's config.toml (when there is one)."""
+    path = out / "config.toml"
+    if not path.exists():
+        return  # stopped between writing its first checkpoint and config.toml
+    try:
+        values = load_toml(path)
+        values.pop("preset", None)
+        folder = Config(**values).to_dict()
+    except (ConfigError, TypeError) as exc:
+        raise RunFolderError(f"cannot resume: {path} is not a valid run configuration ({exc}); restore it") from None
+    ours = config.to_dict()
+    for key, value in ours.items():
+        if key not in RESUME_OPTIONS and folder.get(key) != value:
+            raise RunFolderError(
+                f"checkpoint.npz in {out} is not the run of its config.toml ({key} is {value!r} in the checkpoint, "
+                f"{folder.get(key)!r} in config.toml); put back this run's checkpoint, or resume that checkpoint "
+                "in a folder of its own"
+            )
+
+
+def _check_state_fits(state: TrainState, trainer: Trainer, out: Path) -> None:
+    if state.theta.shape[0] != trainer.layout.size:
+        raise RunFolderError(
+            f"checkpoint in {out} holds {state.theta.shape[0]} parameters but its configuration on dataset "
+            f"{trainer.dataset.name} makes {trainer.layout.size} (layers {trainer.layout.dims}); has the data changed?"
+        )
+    if state.batch >= trainer.n_batches:
+        raise ModelFileError(f"checkpoint in {out} is at batch {state.batch} of an epoch of {trainer.n_batches}; "
+                             "the file was edited or damaged")
+
+
+class _Folder:
+    """A run's writes into its folder, which it claims at the first checkpoint."""
+
+    def __init__(self, out: Path, config: Config, trainer: Trainer, resume: bool, overwrite: bool):
+        self.out, self.config, self.layout = out, config, trainer.layout
+        self.claimed = resume  # a resumed folder is this run's already
+        self.overwrite = overwrite and not resume
+        self.first = True
+
+    def checkpoint(self, state: TrainState) -> None:
+        if not self.claimed:
+            self._claim()
+        save_checkpoint(self.out / "checkpoint.npz", state, self.config.to_dict(), self.layout)
+        if self.first:  # config.toml after the checkpoint: a folder holding a checkpoint is resumable
+            atomic_write_text(self.out / "config.toml", self.config.to_toml())
+            self.first = False
+
+    def _claim(self) -> None:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunFolderError(f"cannot create results folder {self.out}: {exc.strerror or exc}; choose another --out") from None
+        if self.overwrite:  # summary.json first, so a partly removed run never looks complete
+            for name in ("summary.json", *RESULT_FILES, "checkpoint.npz"):
+                (self.out / name).unlink(missing_ok=True)
+        self.claimed = True
+
+    def where(self) -> str:
+        if not self.claimed:
+            return f"nothing was written to {self.out}"
+        return f"{self.out} keeps the checkpoint of its last finished epoch; start again there with --overwrite and other values"
 
 
 @contextmanager
@@ -67,13 +177,33 @@ def stop_on_signals(trainer: Trainer):
             signal.signal(s, h)
 
 
+class _Signal(BaseException):
+    """SIGINT/SIGTERM while results are written (a BaseException, as KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _raise_on_signals():
+    def handler(signum, frame):
+        raise _Signal(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def train_to_folder(config: Config | None, out: Path, resume: bool = False, overwrite: bool = False,
                     progress=None, resume_changes: dict | None = None) -> tuple[dict, int]:
-    """Train and write every result into ``out``.
+    """Train and write every result into ``out`` (see the module docstring for the order).
 
     With ``resume``, the configuration is the one saved in the checkpoint (``config`` is
-    ignored) with ``resume_changes`` applied: only options that do not change the
-    trajectory (threads, a longer epochs count, a time budget).
+    ignored) with ``resume_changes`` applied: only options of :data:`RESUME_OPTIONS`.
 
     Returns
     -------
@@ -84,40 +214,45 @@ def train_to_folder(config: Config | None, out: Path, resume: bool = False, over
         written and the checkpoint allows ``--resume``).
     """
     out = Path(out)
-    prepare_folder(out, resume, overwrite)
+    check_folder(out, resume, overwrite)
     state = None
     if resume:
-        state, saved_config, _ = load_checkpoint(out / "checkpoint.npz")
-        try:
-            config = Config(**saved_config).replace(**(resume_changes or {}))
-        except TypeError as exc:
-            raise ModelFileError(f"checkpoint in {out} holds a configuration this fastes cannot read ({exc})") from None
-    trainer = Trainer(config, progress=progress)
-    if state is not None and state.theta.shape[0] != trainer.layout.size:
-        raise RunFolderError(f"checkpoint in {out} does not match the model of its config")
-    atomic_write_text(out / "config.toml", config.to_toml())
-    state = state or trainer.initial_state()
-    checkpoint = out / "checkpoint.npz"
-
-    def on_epoch(s: TrainState) -> None:
-        save_checkpoint(checkpoint, s, config.to_dict(), trainer.layout)
-
+        config, state = resume_run(out, resume_changes)
+    dataset = load_dataset(config.dataset, config.data_dir)
+    check_fits(config, dataset)
+    # the ray backend's workers load the data themselves, by name, unless it is handed over
+    trainer = Trainer(config, dataset=None if config.backend == "ray" else dataset, progress=progress)
+    if state is None:
+        state = trainer.initial_state()
+    else:
+        _check_state_fits(state, trainer, out)
+    folder = _Folder(out, config, trainer, resume, overwrite)
     exit_code = 0
-    with stop_on_signals(trainer) as received:
+    # NaN/inf is caught and explained by the trainer; NumPy's warnings about it would only repeat it
+    with np.errstate(all="ignore"), stop_on_signals(trainer) as received:
         try:
-            state = trainer.run(state, on_epoch=on_epoch)
+            state = trainer.run(state, on_epoch=folder.checkpoint)
+        except DivergenceError as exc:
+            raise DivergenceError(f"{exc}; {folder.where()}") from None
         finally:
             if trainer.stop_requested and received:
                 exit_code = 130 if received[0] == signal.SIGINT else 143
-    if exit_code:
-        save_checkpoint(checkpoint, state, config.to_dict(), trainer.layout)
-    summary = write_results(out, trainer, state, finished=not exit_code)
+        folder.checkpoint(state)
+    try:
+        with np.errstate(all="ignore"), _raise_on_signals():
+            summary = write_results(out, trainer, state, finished=not exit_code)
+    except _Signal as stop:
+        raise Interrupted(
+            f"interrupted while writing results; the checkpoint is saved: fastes train --resume {out} writes them",
+            stop.signum,
+        ) from None
     return summary, exit_code
 
 
 def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool = True) -> dict:
-    """metrics.csv, summary.json, model.npz and the plots, from a run's state."""
+    """model.npz, metrics.csv, the plots, then summary.json (last: it marks a complete run)."""
     cfg, ds, layout = trainer.config, trainer.dataset, trainer.layout
+    (out / "summary.json").unlink(missing_ok=True)
     theta = state.theta
     started = time.perf_counter()
     train_loss, train_acc = trainer.evaluate(theta, ds.x_train, ds.y_train)
@@ -140,12 +275,12 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
     }
     save_model(out / "model.npz", layout, theta, cfg.to_dict())
     report.write_metrics_csv(out / "metrics.csv", state.history)
-    report.write_json(out / "summary.json", summary)
     title = f"fastes {cfg.backend}: test accuracy {test_acc:.4f}"
     if state.history:
         report.plot_metrics(out / "metrics.png", state.history, title)
     report.plot_examples(out / "examples.png", ds.x_test[:16], ds.image_shape, predictions[:16], ds.y_test[:16])
     report.plot_confusion(out / "confusion_matrix.png", ds.y_test, predictions, labels)
     atomic_write_text(out / "classification_report.txt", report.classification_table(ds.y_test, predictions, labels))
+    report.write_json(out / "summary.json", summary)
     summary["reporting_seconds"] = round(time.perf_counter() - started, 3)
     return summary

@@ -10,16 +10,23 @@ far (as JSON), written atomically: temporary file, fsync, rename.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelFileError
+from .config import Config, ConfigError
+from .errors import ModelFileError, one_line
+from .files import regular_file
 from .layout import ParamLayout
+from .memory import available_bytes, format_bytes
 
 CHECKPOINT_FORMAT = "fastes-checkpoint-1"
 
@@ -72,30 +79,85 @@ def save_model(path: str | Path, layout: ParamLayout, theta: np.ndarray, config:
     atomic_write(Path(path), lambda fh: np.savez(fh, **arrays))
 
 
-def _open_npz(path: Path, kind: str):
+def read_npz(path: str | Path, kind: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, never unpickling and never allocating more than the
+    file declares: each member's ``.npy`` header is checked against the member's size, and
+    their total against the memory available. Any problem is a :class:`ModelFileError`."""
+    path = regular_file(path, f"{kind} file", ModelFileError)
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{kind} file {path} is not an .npz file (not a zip archive); give a {kind}.npz written by fastes")
+    arrays = {}
     try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ModelFileError(f"{kind} file {path} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(f"{kind} file {path} is corrupt or not an .npz file ({exc})") from None
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            total = sum(m.file_size for m in members)
+            if total > available_bytes():
+                raise ModelFileError(
+                    f"{kind} file {path} unpacks to {format_bytes(total)}, more than the "
+                    f"{format_bytes(available_bytes())} of memory available; is it really a fastes {kind}?"
+                )
+            for member in members:
+                if not member.filename.endswith(".npy"):
+                    raise ModelFileError(f"{kind} file {path} holds {member.filename!r}, not a NumPy array")
+                with archive.open(member) as fh:
+                    _check_npy_header(fh, member, path, kind)
+                with archive.open(member) as fh:
+                    arrays[member.filename[:-4]] = np.lib.format.read_array(fh, allow_pickle=False)
+    except ModelFileError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+            NotImplementedError, RuntimeError, struct.error, SyntaxError, TypeError) as exc:
+        # what a damaged archive raises: bad CRC, truncated member, unsupported compression ...
+        raise ModelFileError(f"{kind} file {path} is corrupt or truncated ({one_line(exc)})") from None
+    return arrays
+
+
+def _check_npy_header(fh, member, path, kind) -> None:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:  # read_magic returns whichever two version bytes the file holds
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ModelFileError(f"{kind} file {path}: {member.filename} holds Python objects; fastes files hold only numbers and text")
+    if math.prod(shape) * dtype.itemsize > member.file_size:
+        raise ModelFileError(f"{kind} file {path}: {member.filename} declares {shape} {dtype} but holds fewer bytes; the file is corrupt")
+
+
+def _json_entry(value: np.ndarray, path, kind: str, entry: str) -> dict:
+    """A text entry of an .npz file (a 0-d string array) holding a JSON object."""
+    if value.ndim != 0 or value.dtype.kind != "U":
+        raise ModelFileError(f"{kind} file {path}: its {entry} entry is not a text (0-d string) array")
+    try:
+        data = json.loads(str(value))
+    except (json.JSONDecodeError, RecursionError):
+        raise ModelFileError(f"{kind} file {path}: its {entry} entry is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{kind} file {path}: its {entry} entry is JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _model_config(config: dict, path) -> dict:
+    """A model file's config, every known option checked as :class:`Config` checks it
+    (options a model file may lack, or a later fastes may add, are left to the reader)."""
+    from .config import check_field
+
+    for key in {f.name for f in dataclasses.fields(Config)} & set(config):
+        try:
+            config[key] = check_field(key, config[key])
+        except ConfigError as exc:
+            raise ModelFileError(f"model file {path}: its config entry is invalid: {exc}") from None
+    return config
 
 
 def load_model(path: str | Path) -> tuple[ParamLayout, np.ndarray, dict]:
     """Read a model file: layout, parameters (P,) float32, and its config dict."""
     path = Path(path)
-    try:
-        with _open_npz(path, "model") as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise ModelFileError(f"model file {path} is corrupt or truncated ({exc})") from None
+    arrays = read_npz(path, "model")
     layout, theta = ParamLayout.from_arrays(arrays, source=str(path))
-    config = {}
-    if "config" in arrays:
-        try:
-            config = json.loads(str(arrays["config"]))
-        except json.JSONDecodeError:
-            raise ModelFileError(f"model file {path}: its config entry is not valid JSON") from None
+    config = _model_config(_json_entry(arrays["config"], path, "model", "config"), path) if "config" in arrays else {}
     return layout, theta, config
 
 
@@ -122,36 +184,135 @@ def save_checkpoint(path: str | Path, state, config: dict, layout: ParamLayout) 
 
 
 def load_checkpoint(path: str | Path):
-    """Read a checkpoint: ``(TrainState, config dict, dims)``."""
-    from .trainer import TrainState
+    """Read a checkpoint: ``(TrainState, config dict, dims)``, every field checked (the
+    config as a :class:`fastes.config.Config`; how it fits the run is the caller's check)."""
+    from .trainer import METRIC_COLUMNS, TrainState
 
     path = Path(path)
-    try:
-        with _open_npz(path, "checkpoint") as npz:
-            arrays = {name: npz[name] for name in npz.files}
-        meta = json.loads(str(arrays["meta"]))
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ModelFileError(f"{path} is not a fastes checkpoint (format {meta.get('format')!r})")
-        theta = np.ascontiguousarray(arrays["theta"], dtype=np.float32)
-        optimizer = {k: arrays[f"opt_{k}"] for k in meta["optimizer_keys"]}
-        state = TrainState(
-            theta=theta,
-            generation=int(meta["generation"]),
-            epoch=int(meta["epoch"]),
-            batch=int(meta["batch"]),
-            loss_sum=float(meta["loss_sum"]),
-            correct=int(meta["correct"]),
-            seen=int(meta["seen"]),
-            elapsed=float(meta["elapsed"]),
-            history=list(meta["history"]),
-            time_to_accuracy=dict(meta["time_to_accuracy"]),
-            optimizer=optimizer,
+    arrays = read_npz(path, "checkpoint")
+    if "meta" not in arrays or "theta" not in arrays:
+        raise ModelFileError(f"{path} is not a fastes checkpoint (no meta or theta entry); is it a model file?")
+    meta = _json_entry(arrays["meta"], path, "checkpoint", "meta")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path} is not a fastes checkpoint (format {meta.get('format')!r})")
+    check = _MetaCheck(path, meta)
+    config = check.config()
+    dims = check.int_list("dims", minimum=1, min_length=2)
+    theta = arrays["theta"]
+    if theta.ndim != 1 or theta.dtype.kind != "f" or theta.shape[0] != ParamLayout(dims).size:
+        raise ModelFileError(f"checkpoint {path}: its parameters ({theta.dtype} {theta.shape}) do not match its layer sizes {dims}")
+    if not np.isfinite(theta).all():
+        raise ModelFileError(f"checkpoint {path}: its parameters contain NaN or infinity")
+    optimizer = _optimizer_state(arrays, check.key_list("optimizer_keys"), config, theta.shape[0], path)
+    state = TrainState(
+        theta=np.ascontiguousarray(theta, dtype=np.float32),
+        generation=check.int("generation"),
+        epoch=check.int("epoch"),
+        batch=check.int("batch"),
+        loss_sum=check.float("loss_sum"),
+        correct=check.int("correct"),
+        seen=check.int("seen"),
+        elapsed=check.float("elapsed"),
+        history=check.history(METRIC_COLUMNS),
+        time_to_accuracy=check.time_to_accuracy(),
+        optimizer=optimizer,
+    )
+    if state.correct > state.seen:
+        raise ModelFileError(f"checkpoint {path}: {state.correct} correct of {state.seen} seen is impossible; the file was edited")
+    return state, config, tuple(dims)
+
+
+def _optimizer_state(arrays: dict, keys: list[str], config: dict, size: int, path) -> dict:
+    """The checkpoint's optimizer state: none (before the first step), or exactly the arrays,
+    shapes and kinds that the configured optimizer keeps, all finite."""
+    from .optimizers import make_optimizer
+
+    if not keys:
+        return {}
+    expected = make_optimizer(Config(**config), size).state()
+    if sorted(keys) != sorted(expected):
+        raise ModelFileError(
+            f"checkpoint {path}: optimizer state {sorted(keys)} does not match its {config['optimizer']} "
+            f"optimizer {sorted(expected)}; the file was edited or damaged"
         )
-        dims = tuple(int(d) for d in meta["dims"])
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError, zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ModelFileError(f"checkpoint {path} is corrupt or not a fastes checkpoint ({exc!r})") from None
-    if theta.ndim != 1 or theta.shape[0] != ParamLayout(dims).size:
-        raise ModelFileError(f"checkpoint {path}: parameters do not match its layer sizes {dims}")
-    return state, meta["config"], dims
+    state = {}
+    for key, like in expected.items():
+        value = arrays.get(f"opt_{key}")
+        if (value is None or value.shape != like.shape or value.dtype.kind != like.dtype.kind
+                or not np.isfinite(value).all() or (value.ndim == 0 and value < 0)):
+            found = "missing" if value is None else f"{value.dtype} {value.shape}"
+            raise ModelFileError(
+                f"checkpoint {path}: optimizer state {key!r} is {found}, expected finite {like.dtype} {like.shape}; "
+                "the file is truncated, edited or damaged"
+            )
+        state[key] = value
+    return state
+
+
+class _MetaCheck:
+    """Typed reads of a checkpoint's metadata; anything else is a one-line ModelFileError."""
+
+    def __init__(self, path, meta: dict):
+        self.path, self.meta = path, meta
+
+    def _bad(self, key: str, what: str):
+        return ModelFileError(
+            f"checkpoint {self.path}: {key} must be {what}, found {self.meta.get(key)!r:.80}; "
+            "the file was edited or damaged: resume from an intact checkpoint or start a new run"
+        )
+
+    def config(self) -> dict:
+        from .config import Config
+
+        value = self.meta.get("config")
+        if not isinstance(value, dict):
+            raise self._bad("config", "an object of options")
+        try:
+            return Config(**value).to_dict()
+        except (ConfigError, TypeError) as exc:
+            raise ModelFileError(
+                f"checkpoint {self.path} holds a configuration this fastes cannot read ({one_line(exc)})"
+            ) from None
+
+    def int(self, key: str, minimum: int = 0) -> int:
+        value = self.meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self._bad(key, f"an integer >= {minimum}")
+        return value
+
+    def float(self, key: str) -> float:
+        value = self.meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise self._bad(key, "a finite number >= 0")
+        return float(value)
+
+    def int_list(self, key: str, minimum: int, min_length: int) -> list[int]:
+        value = self.meta.get(key)
+        if (not isinstance(value, list) or len(value) < min_length
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in value)):
+            raise self._bad(key, f"a list of at least {min_length} integers >= {minimum}")
+        return value
+
+    def key_list(self, key: str) -> list[str]:
+        value = self.meta.get(key)
+        if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+            raise self._bad(key, "a list of names")
+        return value
+
+    def history(self, columns) -> list[dict]:
+        value = self.meta.get("history")
+        number = (int, float)
+        if not isinstance(value, list) or any(
+            not isinstance(row, dict) or any(isinstance(row.get(c), bool) or not isinstance(row.get(c), number) for c in columns)
+            for row in value
+        ):
+            raise self._bad("history", f"a list of rows with numbers for {', '.join(columns)}")
+        return value
+
+    def time_to_accuracy(self) -> dict:
+        value = self.meta.get("time_to_accuracy")
+        if not isinstance(value, dict) or any(
+            v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in value.values()
+        ):
+            raise self._bad("time_to_accuracy", "an object of seconds (or null) per accuracy level")
+        return value

@@ -19,6 +19,7 @@ import numpy as np
 
 from .backends import make_backend, predict_logits, to_csr
 from .data import Dataset, load_dataset
+from .diagnose import divergence_message
 from .errors import DivergenceError
 from .layout import ParamLayout
 from .noise import TABLE_SIZE, noise_table
@@ -188,10 +189,7 @@ class Trainer:
                     next_progress = now + 0.25
                     self._report(state, es_state, now)
             if not np.isfinite(es_state.theta).all():
-                raise DivergenceError(
-                    f"parameters became NaN/inf by generation {es_state.generation}; "
-                    "lower the learning rate or sigma"
-                )
+                raise DivergenceError(divergence_message(self, es_state.generation, es_state.theta, None, state.epoch))
             state.epoch += 1
             state.batch = 0
             self._record(state, es_state, time.perf_counter() - start, partial=False)
@@ -211,10 +209,7 @@ class Trainer:
         offsets = es.ask(es_state)
         losses = backend.population_losses(es_state.theta, offsets, sigma, rows, es_state.generation)
         if not np.isfinite(losses).all():
-            raise DivergenceError(
-                f"population loss became NaN/inf at generation {es_state.generation} "
-                f"(epoch {epoch + 1}); sigma ({sigma:g}) or learning rate ({lr:g}) is likely too large"
-            )
+            raise DivergenceError(divergence_message(self, es_state.generation, es_state.theta, rows, epoch))
         weights = es.weights(losses)
         grad = backend.noise_sum(offsets, weights)
         es.tell(es_state, grad, lr)

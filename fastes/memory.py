@@ -1,0 +1,180 @@
+"""Will a run fit? Its memory, estimated from the configuration and the dataset's size
+before anything large is allocated, and the length of its noise vectors against the table.
+
+:func:`check_fits` raises :class:`ResourceError` saying what the run needs, what is
+available, and the largest population, batch size, rank or hidden width that fits.
+
+The estimate follows the buffers of :mod:`fastes.backends` and :mod:`fastes.kernels`
+(``PopulationWorkspace``) and of the NumPy reference; a change to those changes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from .errors import ResourceError
+from .layout import ParamLayout
+from .noise import TABLE_SIZE
+
+_GROUPED_MAX_WIDTH = 256  # kernels.GROUPED_MAX_WIDTH: a full-rank first layer is gathered side by side up to this
+_MEMBER_CHUNK = 32  # reference.MEMBER_CHUNK: members the NumPy backend materialises at once
+_OPTIMIZER_ARRAYS = {"sgd": 0, "momentum": 1, "adam": 2}  # float64 state vectors of P values
+
+
+def available_bytes() -> int:
+    """Memory this process may still allocate: the least of the system's available memory,
+    the cgroup (container) limit and the address-space rlimit."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limits.append(int(Path(limit_file).read_text()) - int(Path(usage_file).read_text()))
+        except (OSError, ValueError):
+            pass  # no such cgroup, or "max"
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            vm_pages = int(Path("/proc/self/statm").read_text().split()[0])
+            limits.append(soft - vm_pages * os.sysconf("SC_PAGE_SIZE"))
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            limits.append(2**63 - 1)
+    return max(0, min(limits))
+
+
+def format_bytes(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024:
+            break
+    return f"{n:.1f} {unit}"
+
+
+def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int, nnz: int | None = None) -> dict[str, int]:
+    """Bytes a run allocates beyond its loaded dataset, by what they hold.
+
+    ``nnz``: non-zero training pixels (default: all of them), for the sparse copies of the
+    data. The batch buffers are sized by ``config.batch_size`` as the backends allocate them.
+    """
+    layout = ParamLayout((n_features, *config.hidden, n_classes))
+    dims, size = layout.dims, layout.size
+    batch, members, n_noise = config.batch_size, config.population, config.n_noise
+    nnz = n_train * n_features if nnz is None else nnz
+    widest = max(dims[1:])
+    terms = {
+        "noise table": 4 * TABLE_SIZE,
+        # theta, a float64 gradient, optimizer state and the step's float64 temporaries
+        "parameters and optimizer state": size * (4 + 8 + 8 * _OPTIMIZER_ARRAYS[config.optimizer] + 8 * 4),
+        # the sparse copy of the training set, and of train and test for the final evaluation
+        "sparse copies of the data": 2 * (n_train * n_features + 24 * nnz) + 12 * (n_test * n_features),
+        "evaluation logits": (n_train + n_test) * (n_classes * (4 + 3 * 8) + 4 * widest),
+    }
+    if config.backend == "numpy":
+        chunk = min(_MEMBER_CHUNK, n_noise) * (2 if config.antithetic else 1)
+        terms["population chunk (members x parameters)"] = 3 * chunk * size * 4
+        terms["population chunk activations (members x batch x width)"] = chunk * batch * (3 * widest * 4 + 3 * n_classes * 8)
+    else:
+        width0 = dims[1]
+        lowrank = config.perturbation == "lowrank"
+        grouped = lowrank or n_noise * width0 <= _GROUPED_MAX_WIDTH
+        span = width0 + n_noise * (config.rank if lowrank else width0) if grouped else width0
+        threads = numba.config.NUMBA_NUM_THREADS
+        transposed = sum(dims[k + 1] * (dims[k] + 1) for k in range(1, len(dims) - 1))
+        terms["first-layer buffer (batch x (width0 + n_noise x columns))"] = 4 * span * (batch + (dims[0] + 1 if grouped else 0))
+        terms["row losses (population x batch)"] = 16 * members * batch
+        terms["per-thread scratch"] = 4 * threads * (3 * widest + 2 * transposed)
+        terms["batch buffers"] = batch * (4 * n_classes + 16)
+        if lowrank:  # per layer (n_noise * rank, fan_in) and (n_noise * rank, fan_out), float64
+            terms["low-rank noise stacks (population x rank x widths)"] = 8 * n_noise * config.rank * (sum(dims[:-1]) + sum(dims[1:]))
+    return terms
+
+
+def check_fits(config, dataset) -> None:
+    """Refuse a run that cannot fit: its memory (see :func:`run_bytes`) against
+    :func:`available_bytes`, and its noise vectors against the noise table."""
+    shape = (dataset.x_train.shape[0], dataset.x_test.shape[0], dataset.n_features, dataset.n_classes)
+    nnz = int(np.count_nonzero(dataset.x_train))
+
+    def need(cfg) -> int:
+        return sum(run_bytes(cfg, *shape, nnz=nnz).values())
+
+    available = available_bytes()
+    terms = run_bytes(config, *shape, nnz=nnz)
+    total = sum(terms.values())
+    if total > available:
+        top = max(terms, key=terms.get)
+        raise ResourceError(
+            f"this run needs about {format_bytes(total)} of memory ({top}: {format_bytes(terms[top])}) but "
+            f"{format_bytes(available)} is available; {_what_fits(config, need, available)}"
+        )
+    layout = ParamLayout((dataset.n_features, *config.hidden, dataset.n_classes))
+    length = layout.noise_size(config.perturbation, config.rank)
+    if length > TABLE_SIZE:
+        bias = layout.lowrank_size(0)  # a low-rank vector holds rank * (fan_in + fan_out) + fan_out per layer
+        max_rank = (TABLE_SIZE - bias) // (layout.lowrank_size(1) - bias)
+        if max_rank < 1:
+            fix = "use smaller --hidden sizes"
+        elif config.perturbation == "full":
+            fix = f"low-rank perturbations fit: use --perturbation lowrank with --rank {max_rank} or less"
+        else:
+            fix = f"use --rank {max_rank} or less"
+        what = "full-rank" if config.perturbation == "full" else f"rank-{config.rank} low-rank"
+        raise ResourceError(
+            f"a {what} perturbation of this {layout.size}-parameter network needs {length} noise values per member "
+            f"but the shared noise table holds {TABLE_SIZE} (2**25); {fix}"
+        )
+
+
+def _what_fits(config, need, available: int) -> str:
+    """The largest population, batch size, rank or hidden width that fits, the others unchanged."""
+    step = 2 if config.antithetic else 1
+    options = []
+    for flag, name, low in (("--population", "population", 2), ("--batch-size", "batch_size", 1)):
+        best = _largest(lambda v: need(config.replace(**{name: v * step if name == "population" else v})) <= available,
+                        low // step if name == "population" else low, getattr(config, name) // (step if name == "population" else 1))
+        if best is not None:
+            options.append(f"{flag} {best * step if name == 'population' else best}")
+    if config.perturbation == "lowrank":
+        best = _largest(lambda v: need(config.replace(rank=v)) <= available, 1, config.rank)
+        if best is not None:
+            options.append(f"--rank {best}")
+    if config.hidden:
+        n = len(config.hidden)
+        best = _largest(lambda v: need(config.replace(hidden=(v,) * n)) <= available, 1, max(config.hidden))
+        if best is not None:
+            options.append(f"--hidden {','.join([str(best)] * n)}")
+    if not options:
+        return "no smaller population, batch size, rank or hidden width fits; free memory or use a larger machine"
+    return "it fits with at most " + " or ".join(options) + " (the other options as given)"
+
+
+def _largest(fits, low: int, high: int) -> int | None:
+    """The largest v in [low, high) with fits(v), assuming fits is monotone; None if none."""
+    if high <= low or not fits(low):
+        return None
+    while high - low > 1:
+        mid = (low + high) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid
+    return low

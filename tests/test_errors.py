@@ -1,0 +1,231 @@
+"""Every bad input is one line on stderr and exit status 2, with no traceback, no warning
+and no change to anything already written (issue 14). The cases are the issue's examples,
+grouped by class, run through the real ``main()``."""
+
+import gzip
+import json
+import re
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+SEED = ["--preset", "seed", "--quiet"]
+
+
+def assert_refused(run_cli, snapshot, args, match: str, *roots: Path) -> str:
+    before = [snapshot(r) for r in roots]
+    code, _, err, shown = run_cli(args)
+    assert code == 2, err
+    assert err.startswith("fastes: error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err and not shown, (err, [str(w.message) for w in shown])
+    assert re.search(match, err), err
+    assert [snapshot(r) for r in roots] == before, "a refused command changed files"
+    return err
+
+
+# --------------------------------------------------------------------------- the inputs
+
+
+def _png(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (its data is a stub)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _edit_checkpoint(src: Path, dst: Path, edit) -> None:
+    shutil.copytree(src, dst)
+    with np.load(src / "checkpoint.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays["meta"]))
+    edit(meta, arrays)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(dst / "checkpoint.npz", **arrays)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, idx_folder, run_cli):
+    """A folder of everything the cases read: data folders, config files, a finished run,
+    model files, images, metrics files. Every case checks it is unchanged afterwards."""
+    w = tmp_path_factory.mktemp("world")
+    data = idx_folder(w / "data")
+    idx_folder(w / "data_zero", n_train=0)
+    idx_folder(w / "data_255", train_labels=[255] + [i % 3 for i in range(1, 60)])
+    idx_folder(w / "data_float", label_code=0x0D)
+    shutil.copytree(data, w / "data_gz")
+    raw = gzip.compress((data / "train-images-idx3-ubyte").read_bytes())
+    (w / "data_gz" / "train-images-idx3-ubyte").unlink()
+    (w / "data_gz" / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 2] + b"\x00" * 64)
+
+    cfg = w / "cfg"
+    cfg.mkdir()
+    (cfg / "random.toml").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)))
+    for name, text in {
+        "data_dir_int": "data_dir = 5", "preset_list": 'preset = ["seed"]', "antithetic_str": 'antithetic = "false"',
+        "shuffle_str": 'shuffle = "no"', "antithetic_int": "antithetic = 1", "population_list": "population = [8]",
+        "seed_big": "seed = 18446744073709551616", "hidden_float": "hidden = [16.5]", "sigma_tiny": "sigma = 1e-50",
+    }.items():
+        (cfg / f"{name}.toml").write_text(f'preset = "seed"\n{text}\n' if "preset" not in text else text + "\n")
+
+    run = w / "run3"  # a finished run of 3 epochs (one batch each)
+    assert run_cli(["train", *SEED, "--data-dir", data, "--epochs", 3, "--out", run])[0] == 0
+    other = w / "other"
+    assert run_cli(["train", *SEED, "--data-dir", data, "--epochs", 1, "--seed", 7, "--out", other])[0] == 0
+    shutil.copytree(run, w / "foreign")
+    shutil.copy(other / "checkpoint.npz", w / "foreign" / "checkpoint.npz")
+    _edit_checkpoint(run, w / "ck_epoch", lambda m, a: m.__setitem__("epoch", -1))
+    _edit_checkpoint(run, w / "ck_history", lambda m, a: m.__setitem__("history", [{"epoch": "one"}]))
+    _edit_checkpoint(run, w / "ck_optimizer", lambda m, a: a.__setitem__("opt_t", np.array([1, 2])))
+    shutil.copytree(run, w / "ck_truncated")
+    blob = (run / "checkpoint.npz").read_bytes()
+    (w / "ck_truncated" / "checkpoint.npz").write_bytes(blob[: len(blob) // 2])
+    (w / "no_checkpoint").mkdir()
+    (w / "no_checkpoint" / "config.toml").write_text("epochs = 1\n")
+
+    with np.load(run / "model.npz") as npz:
+        model = {k: npz[k] for k in npz.files}
+    for name, config in {"list": "[1, 2]", "hinge": json.dumps({"loss": "hinge"}), "str": '"mnist"'}.items():
+        np.savez(w / f"model_{name}.npz", **{**model, "config": np.array(config)})
+    np.savez(w / "model_object.npz", **{**model, "W0": np.array([None, 1], dtype=object)}, allow_pickle=True)
+    (w / "model_text.npz").write_text("W0 = [[1, 2], [3, 4]]\n")
+    blob = (run / "model.npz").read_bytes()
+    (w / "model_truncated.npz").write_bytes(blob[: len(blob) // 2])
+
+    (w / "bomb.png").write_bytes(_png(30000, 30000))
+    ink = (np.random.default_rng(1).random((28, 28)) * 255).astype(np.uint8)
+    Image.fromarray(ink).save(w / "light_on_black.png")
+    (w / "truncated.png").write_bytes((w / "light_on_black.png").read_bytes()[:200])
+    dark = np.zeros((28, 28, 4), np.uint8)
+    dark[..., 3] = ink  # black ink, its strength in the alpha channel, on a transparent background
+    Image.fromarray(dark, "RGBA").save(w / "dark_on_transparent.png")
+    (w / "images").mkdir()
+    (w / "out.png").mkdir()
+
+    for name, text in {"no_columns": "a,b\n1,2\n", "not_numbers": (run / "metrics.csv").read_text().replace("0", "x"),
+                       "no_rows": "epoch,generation,wall_seconds,train_loss,train_accuracy,test_loss,test_accuracy\n"}.items():
+        (w / "plots" / name).mkdir(parents=True)
+        (w / "plots" / name / "metrics.csv").write_text(text)
+    (w / "a_file").write_text("not a folder\n")
+    return w
+
+
+@pytest.fixture
+def small_machine(monkeypatch):
+    """4 GiB available, whatever this machine has: the size checks must not depend on it."""
+    monkeypatch.setattr("fastes.memory.available_bytes", lambda: 4 << 30)
+
+
+# --------------------------------------------------------------------------- the cases
+
+NEW = "{w}/new_run"
+CASES = {
+    # TOML values: types, out-of-range integers, lists where scalars are expected
+    "config-random-bytes": (["train", "--config", "{w}/cfg/random.toml", "--out", NEW], "not UTF-8"),
+    "config-data_dir-int": (["train", "--config", "{w}/cfg/data_dir_int.toml", "--out", NEW], "data_dir must be"),
+    "config-preset-list": (["train", "--config", "{w}/cfg/preset_list.toml", "--out", NEW], r"unknown preset \['seed'\]"),
+    "config-bool-string": (["train", "--config", "{w}/cfg/antithetic_str.toml", "--out", NEW], "antithetic must be true or false"),
+    "config-bool-no": (["train", "--config", "{w}/cfg/shuffle_str.toml", "--out", NEW], "shuffle must be true or false"),
+    "config-bool-int": (["train", "--config", "{w}/cfg/antithetic_int.toml", "--out", NEW], "antithetic must be true or false .*got 1$"),
+    "config-int-list": (["train", "--config", "{w}/cfg/population_list.toml", "--out", NEW], "population must be an integer"),
+    "config-seed-2**64": (["train", "--config", "{w}/cfg/seed_big.toml", "--out", NEW], "seed must be at most"),
+    "config-hidden-float": (["train", "--config", "{w}/cfg/hidden_float.toml", "--out", NEW], "hidden sizes"),
+    "config-sigma-underflow": (["train", "--config", "{w}/cfg/sigma_tiny.toml", "--out", NEW], "float32"),
+    "config-folder": (["train", "--config", "{w}/cfg", "--out", NEW], "is a folder"),
+    "config-device": (["train", "--config", "/dev/zero", "--out", NEW], "not a regular file"),
+    "flag-seed-2**64": (["train", *SEED, "--seed", "18446744073709551616", "--out", NEW], "seed must be at most"),
+    "flag-sigma-underflow": (["train", *SEED, "--sigma", "1e-50", "--out", NEW], "sigma 1e-50 .*float32"),
+    "flag-lr-underflow": (["train", *SEED, "--lr", "1e-300", "--out", NEW], "lr .*float32"),
+    "sigma-schedule-underflow": (["train", *SEED, "--sigma-schedule", "exponential", "--sigma-decay", "1e-20",
+                                  "--epochs", "9", "--out", NEW], "falls below float32"),
+    # sizes that cannot fit (4 GiB available): checked before allocating, saying what fits
+    "size-hidden": (["train", *SEED, "--data-dir", "{w}/data", "--hidden", "100000,100000", "--out", NEW],
+                    r"needs about .* it fits with at most .*--hidden \d+,\d+"),
+    "size-population": (["train", *SEED, "--data-dir", "{w}/data", "--population", "10000000", "--out", NEW],
+                        r"row losses .* it fits with at most --population \d+"),
+    "size-batch": (["train", *SEED, "--data-dir", "{w}/data", "--batch-size", "1000000000", "--out", NEW],
+                   r"it fits with at most .*--batch-size \d+"),
+    "size-noise-table": (["train", *SEED, "--data-dir", "{w}/data", "--hidden", "43000", "--out", NEW],
+                         "noise table holds .* low-rank perturbations fit: use --perturbation lowrank"),
+    # data files
+    "data-zero-images": (["train", *SEED, "--data-dir", "{w}/data_zero", "--out", NEW], "holds no pixels"),
+    "data-label-255": (["train", *SEED, "--data-dir", "{w}/data_255", "--out", NEW], "label 255 lies outside"),
+    "data-float-labels": (["train", *SEED, "--data-dir", "{w}/data_float", "--out", NEW], "labels must be integers"),
+    "data-damaged-gzip": (["train", *SEED, "--data-dir", "{w}/data_gz", "--out", NEW], "not a valid gzip"),
+    "data-dir-is-a-file": (["train", *SEED, "--data-dir", "{w}/a_file", "--out", NEW], "not a folder"),
+    # model files
+    "model-config-list": (["evaluate", "{w}/model_list.npz"], "config entry is JSON list"),
+    "model-config-unknown-loss": (["evaluate", "{w}/model_hinge.npz"], "unknown loss 'hinge'"),
+    "model-config-string": (["evaluate", "{w}/model_str.npz"], "config entry is JSON str"),
+    "model-object-array": (["evaluate", "{w}/model_object.npz"], "Python objects"),
+    "model-text-file": (["evaluate", "{w}/model_text.npz"], r"^(?!.*pickled).*not an \.npz file"),
+    "model-truncated": (["evaluate", "{w}/model_truncated.npz"], "corrupt or truncated|not an .npz"),
+    # images
+    "image-bomb": (["predict", "{w}/run3/model.npz", "{w}/bomb.png"], "900,000,000 pixels"),
+    "image-truncated": (["predict", "{w}/run3/model.npz", "{w}/truncated.png"], "cannot read image"),
+    "image-folder": (["predict", "{w}/run3/model.npz", "{w}/images"], "is a folder"),
+    "image-transparent-dark": (["predict", "{w}/run3/model.npz", "{w}/dark_on_transparent.png"], "flat colour.*--invert"),
+    # plot
+    "plot-no-columns": (["plot", "{w}/plots/no_columns", "--out", "{w}/p.png"], "lacks the column"),
+    "plot-not-numbers": (["plot", "{w}/plots/not_numbers", "--out", "{w}/p.png"], "line 2 is not a row of numbers"),
+    "plot-empty": (["plot", "{w}/plots/no_rows", "--out", "{w}/p.png"], "no timed test accuracy"),
+    "plot-missing-folder": (["plot", "{w}/run3", "--out", "{w}/nowhere/p.png"], "does not exist"),
+    "plot-extension": (["plot", "{w}/run3", "--out", "{w}/p.xyz"], "cannot write a '.xyz' file"),
+    "plot-out-folder": (["plot", "{w}/run3", "--out", "{w}/out.png"], "is a folder"),
+    # run folders
+    "out-is-a-file": (["train", *SEED, "--data-dir", "{w}/data", "--out", "{w}/a_file"], "is a file, not a folder"),
+    "out-dev-null": (["train", *SEED, "--data-dir", "{w}/data", "--out", "/dev/null"], "is a file, not a folder"),
+    "out-holds-a-run": (["train", *SEED, "--data-dir", "{w}/data", "--out", "{w}/run3"], "already holds a run"),
+    "resume-lr": (["train", "--resume", "{w}/run3", "--lr", "0.1"], "--lr would change it"),
+    "resume-population": (["train", "--resume", "{w}/run3", "--population", "16"], "--population would change it"),
+    "resume-hidden": (["train", "--resume", "{w}/run3", "--hidden", "8"], "--hidden would change it"),
+    "resume-dataset": (["train", "--resume", "{w}/run3", "--dataset", "digits"], "--dataset would change it"),
+    "resume-preset": (["train", "--resume", "{w}/run3", "--preset", "seed"], "--preset would change it"),
+    "resume-out-elsewhere": (["train", "--resume", "{w}/run3", "--out", "{w}/elsewhere"], "cannot send it elsewhere"),
+    "resume-fewer-epochs": (["train", "--resume", "{w}/run3", "--epochs", "1"], "has done 3 epoch.*--epochs 3 or more"),
+    "resume-foreign-checkpoint": (["train", "--resume", "{w}/foreign"], "not the run of its config.toml .*seed"),
+    "resume-negative-epoch": (["train", "--resume", "{w}/ck_epoch", "--epochs", "5"], "epoch must be an integer >= 0"),
+    "resume-malformed-history": (["train", "--resume", "{w}/ck_history", "--epochs", "5"], "history must be"),
+    "resume-truncated-optimizer": (["train", "--resume", "{w}/ck_optimizer", "--epochs", "5"], "optimizer state 't'"),
+    "resume-truncated-file": (["train", "--resume", "{w}/ck_truncated", "--epochs", "5"], "corrupt or truncated|not an .npz"),
+    "resume-no-checkpoint": (["train", "--resume", "{w}/no_checkpoint"], "does not exist"),
+    # commands
+    "bench-configs-empty": (["bench", "--configs", ""], "names no config"),
+    "bench-configs-commas": (["bench", "--configs", " , "], "names no config"),
+    "bench-repeats-0": (["bench", "--configs", "seed", "--repeats", "0"], "--repeats must be >= 1"),
+    "bench-out-missing-folder": (["bench", "--configs", "seed", "--out", "{w}/nowhere/bench"], "does not exist"),
+    "unknown-command": (["nope"], r"\(see fastes --help\)$"),
+    "unknown-train-option": (["train", "--colour", "red"], r"\(see fastes train --help\)$"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, world, small_machine, monkeypatch, run_cli, tree_snapshot):
+    args, match = CASES[case]
+    if case == "size-noise-table":  # this one fits in memory: the table is what it overflows
+        monkeypatch.setattr("fastes.memory.available_bytes", lambda: 1 << 40)
+    err = assert_refused(run_cli, tree_snapshot, [a.format(w=world) for a in args], match, world)
+    assert "fastes fastes" not in err
+    assert not (world / "new_run").exists()
+
+
+def test_transparent_background_is_background(world, run_cli):
+    """Dark ink on a transparent background, with --invert, reads as the same digit as the
+    light-on-black image of the same ink (predict used to drop the alpha channel)."""
+    from fastes.evaluate import load_image, predict_images
+
+    plain = load_image(world / "light_on_black.png", 28)
+    transparent = load_image(world / "dark_on_transparent.png", 28, invert=True)
+    np.testing.assert_allclose(plain, transparent, atol=1e-6)
+    model = world / "run3" / "model.npz"
+    [a] = predict_images(model, [str(world / "light_on_black.png")])
+    [b] = predict_images(model, [str(world / "dark_on_transparent.png")], invert=True)
+    assert a["label"] == b["label"] and np.allclose(a["probabilities"], b["probabilities"], atol=1e-5)
+    code, out, err, shown = run_cli(["predict", model, world / "dark_on_transparent.png", "--invert", "--json"])
+    assert code == 0 and not shown and json.loads(out)[0]["label"] == a["label"], err

@@ -1,0 +1,158 @@
+"""A run folder is always in one of three states, whatever failed: untouched (byte for byte
+as before the command), resumable (``fastes train --resume`` accepts it) or complete
+(every result file, summary.json saying finished, and the checkpoint they came from)."""
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+from fastes import runs
+from fastes.runs import RESULT_FILES
+from fastes.storage import load_checkpoint
+
+SEED = ["--preset", "seed", "--quiet"]
+
+
+@pytest.fixture
+def folder_state(tree_snapshot):
+    return lambda folder, before: _folder_state(folder, before, tree_snapshot)
+
+
+def _folder_state(folder, before, snapshot) -> str:
+    if snapshot(folder) == before:
+        return "untouched"
+    _, state = runs.resume_run(folder, {})  # what --resume accepts (raises otherwise)
+    summary = folder / "summary.json"
+    if summary.exists() and json.loads(summary.read_text())["finished"]:
+        missing = [n for n in RESULT_FILES if not (folder / n).is_file()]
+        assert not missing, f"summary.json says finished but {missing} are missing"
+        assert json.loads(summary.read_text())["generations"] == state.generation
+        return "complete"
+    return "resumable"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, idx_folder):
+    return idx_folder(tmp_path_factory.mktemp("data") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data, run_cli):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert run_cli(["train", *SEED, "--data-dir", data, "--epochs", 2, "--out", out])[0] == 0
+    return out
+
+
+@pytest.fixture
+def complete_run(tmp_path, finished):
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    return out
+
+
+def _interrupt_once(monkeypatch, target: str):
+    """Make ``target`` (module.function) send this process SIGINT the first time it runs."""
+    module, name = target.rsplit(".", 1)
+    original = getattr(__import__(module, fromlist=[name]), name)
+    sent = []
+
+    def wrapper(*args, **kwargs):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, wrapper)
+
+
+def test_refused_before_anything_is_written(tmp_path, data, complete_run, run_cli, folder_state, tree_snapshot):
+    new = tmp_path / "new"
+    for args, folder in [
+        (["train", *SEED, "--data-dir", data, "--sigma", "-1", "--out", new], new),
+        (["train", *SEED, "--data-dir", data, "--threads", "999", "--out", new], new),  # refused by the backend
+        (["train", *SEED, "--data-dir", data, "--sigma", "1e-50", "--overwrite", "--out", complete_run], complete_run),
+        (["train", "--resume", complete_run, "--epochs", "1"], complete_run),
+        (["train", "--resume", complete_run, "--lr", "0.5"], complete_run),
+    ]:
+        before = tree_snapshot(folder)
+        assert run_cli(args)[0] == 2
+        assert folder_state(folder, before) == "untouched", args
+
+
+def test_divergence_before_the_first_checkpoint_leaves_the_folder_untouched(tmp_path, data, complete_run, run_cli,
+                                                                            folder_state, tree_snapshot):
+    new = tmp_path / "new"
+    code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--init-std", "1e30", "--out", new])
+    assert code == 2 and "--init-std" in err and "nothing was written" in err
+    assert folder_state(new, None) == "untouched"
+    assert run_cli(["train", *SEED, "--data-dir", data, "--epochs", 1, "--out", new])[0] == 0  # --out accepts it
+    assert folder_state(new, None) == "complete"
+    # --overwrite over a finished run that diverges at once keeps the finished run
+    before = tree_snapshot(complete_run)
+    code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--init-std", "1e30", "--overwrite",
+                               "--out", complete_run])
+    assert code == 2 and folder_state(complete_run, before) == "untouched"
+
+
+def test_divergence_after_a_checkpoint_leaves_a_resumable_run(tmp_path, data, complete_run, run_cli, folder_state, tree_snapshot):
+    new = tmp_path / "new"
+    code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--lr", "1e30", "--out", new])
+    assert code == 2 and "learning rate" in err and "--overwrite" in err
+    assert folder_state(new, None) == "resumable"
+    # --overwrite over a finished run: none of the old run's results stay beside the new config
+    before = tree_snapshot(complete_run)
+    code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--weight-decay", "1e30", "--overwrite",
+                               "--out", complete_run])
+    assert code == 2 and "--weight-decay" in err
+    assert folder_state(complete_run, before) == "resumable"
+    assert sorted(p.name for p in complete_run.iterdir()) == ["checkpoint.npz", "config.toml"]
+    assert "weight_decay = 1e+30" in (complete_run / "config.toml").read_text()
+
+
+def test_ctrl_c_while_results_are_written_leaves_a_resumable_run(tmp_path, data, monkeypatch, run_cli, folder_state):
+    out = tmp_path / "run"
+    _interrupt_once(monkeypatch, "fastes.report.plot_confusion")
+    code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--epochs", 2, "--out", out])
+    assert code == 130 and err.count("\n") == 1 and f"fastes train --resume {out}" in err, err
+    assert not (out / "summary.json").exists() and not (out / "confusion_matrix.png").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "a temporary file was left behind"
+    assert folder_state(out, None) == "resumable"
+    assert run_cli(["train", "--resume", out, "--quiet"])[0] == 0
+    assert folder_state(out, None) == "complete"
+
+
+def test_ctrl_c_during_training_then_resume_completes(tmp_path, data, monkeypatch, run_cli, folder_state):
+    out = tmp_path / "run"
+    _interrupt_once(monkeypatch, "fastes.runs.save_checkpoint")
+    code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--epochs", 3, "--out", out])
+    assert code == 130 and "--resume" in err
+    assert folder_state(out, None) == "resumable"
+    assert not json.loads((out / "summary.json").read_text())["finished"]
+    monkeypatch.undo()
+    assert run_cli(["train", "--resume", out, "--quiet"])[0] == 0
+    assert folder_state(out, None) == "complete"
+
+
+def test_ctrl_c_before_training_leaves_nothing(tmp_path, data, monkeypatch, run_cli, folder_state):
+    out = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fastes.runs.load_dataset", interrupted)
+    code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--out", out])
+    assert code == 130 and err == "fastes: interrupted\n"
+    assert folder_state(out, None) == "untouched"
+
+
+def test_time_budget_ends_complete_and_resumable(tmp_path, data, run_cli, folder_state):
+    out = tmp_path / "run"
+    assert run_cli(["train", *SEED, "--data-dir", data, "--epochs", 5, "--max-seconds", "1e-9", "--out", out])[0] == 0
+    assert folder_state(out, None) == "complete"
+    state, _, _ = load_checkpoint(out / "checkpoint.npz")
+    assert state.generation == json.loads((out / "summary.json").read_text())["generations"]
+    assert run_cli(["train", "--resume", out, "--max-seconds", "600", "--quiet"])[0] == 0
+    assert json.loads((out / "summary.json").read_text())["epochs_done"] == 5
