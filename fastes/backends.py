@@ -62,8 +62,9 @@ class NumbaBackend:
         self.labels = np.ascontiguousarray(y, dtype=np.int32)
         self.loss_code = kernels.LOSS_CODES[config.loss]
         self.lowrank = config.perturbation == "lowrank"
+        batch = min(config.batch_size, x.shape[0])  # a batch never holds more rows than the data
         self.workspace = kernels.PopulationWorkspace(
-            layout, config.n_noise, config.antithetic, config.batch_size, config.perturbation, config.rank, self.threads
+            layout, config.n_noise, config.antithetic, batch, config.perturbation, config.rank, self.threads
         )
         self.grad = np.empty(layout.size, dtype=np.float64)
         self.stacks = kernels.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
@@ -71,7 +72,7 @@ class NumbaBackend:
         # spinning after a call take the cores from the next kernel's threads (and the
         # kernels' OpenMP threads from BLAS), which cost 6x the product itself here.
         self.blas = ThreadpoolController() if self.lowrank else None
-        self.forward = kernels.ForwardWorkspace(layout, config.batch_size)
+        self.forward = kernels.ForwardWorkspace(layout, batch)
         self._checked = False
 
     def begin(self, theta, optimizer, generation):

@@ -667,17 +667,6 @@ def geometry(layout, rank: int = 1) -> np.ndarray:
     return geo
 
 
-def per_thread(*shape, dtype=np.float32) -> np.ndarray:
-    """Zeroed scratch with one slot per Numba thread: shape (max threads, *shape)."""
-    return np.zeros((numba.config.NUMBA_NUM_THREADS, *shape), dtype=dtype)
-
-
-def activation_scratch(dims, rows: int) -> np.ndarray:
-    """Per-thread activations of a block of ``rows`` rows, input and output:
-    (max threads, 2 * (rows + 3) * widest layer)."""
-    return per_thread(2 * (rows + ROW_GROUP - 1) * max(int(d) for d in dims[1:]))
-
-
 def _check(name: str, array: np.ndarray, dtype, ndim: int) -> None:
     if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != ndim:
         got = f"{array.dtype} with {array.ndim} dims" if isinstance(array, np.ndarray) else type(array).__name__
@@ -702,6 +691,68 @@ def check_csr(indptr, indices, values, rows) -> None:
         raise IndexError("rows out of range of the CSR matrix")
 
 
+def population_plan(layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None) -> dict:
+    """How a :class:`PopulationWorkspace` runs and what it allocates: ``grouped``, ``serial``,
+    ``n_blocks`` and ``buffers`` (name -> (shape, dtype)). The one place both are derived:
+    the workspace allocates these buffers and :mod:`fastes.memory` adds them up before a
+    run starts."""
+    n_noise, batch, rank = int(n_noise), int(batch), int(rank)
+    members = n_noise * (2 if antithetic else 1)
+    lowrank = perturbation == "lowrank"
+    dims = layout.dims
+    width0 = dims[1]
+    # Gather the first layer side by side (one long vectorised pass per row instead of
+    # n short ones): always for low-rank (r columns per member), and for full-rank when
+    # the population's first-layer width is small.
+    grouped = lowrank or n_noise * width0 <= GROUPED_MAX_WIDTH
+    cols = rank if lowrank else width0
+    gathered = min(max(1, GATHER_COLUMNS // cols), n_noise) * cols if grouped else 0
+    n_threads = threads or numba.get_num_threads()
+    if serial is None:
+        serial = n_threads == 1 or members * batch <= SERIAL_MAX_MEMBER_ROWS
+    # Split rows into blocks only when members alone cannot keep every thread busy.
+    n_blocks = 1 if serial else int(min(batch, max(1, -(-4 * n_threads // max(n_noise, 1)))))
+    block = -(-batch // n_blocks)
+    slots = numba.config.NUMBA_NUM_THREADS
+    transposed = max(int(transposed_starts(layout)[-1]), 1)
+    f32, f64 = np.float32, np.float64
+    buffers = {
+        "wide": ((slots, (dims[0] + batch) * gathered), f32),
+        "base": ((batch * width0,), f32),
+        "proj": ((n_noise * batch * cols if grouped else 1,), f32),
+        "wt_base": ((transposed,), f32),
+        "wscratch": ((slots, transposed), f32),
+        "zscratch": ((slots, block * width0), f32),
+        "hscratch": ((slots, 2 * (block + ROW_GROUP - 1) * max(dims[1:])), f32),
+        "lscratch": ((slots, dims[-1] * (block + ROW_GROUP)), f32),
+        "vscratch": ((slots, 6, block + 1), f32),
+        "row_loss": ((members, batch), f64),
+        "out_loss": ((members,), f64),
+    }
+    return {"grouped": bool(grouped), "serial": bool(serial), "n_blocks": n_blocks, "buffers": buffers}
+
+
+def plan_bytes(plan: dict) -> int:
+    """Bytes of a plan's buffers (:func:`population_plan`, :func:`forward_plan`)."""
+    return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in plan["buffers"].values())
+
+
+def forward_plan(layout, batch: int) -> dict:
+    """What a :class:`ForwardWorkspace` allocates: ``buffers`` (name -> (shape, dtype))."""
+    slots = numba.config.NUMBA_NUM_THREADS
+    width0, n_out = layout.dims[1], layout.dims[-1]
+    return {"buffers": {
+        "wt_base": ((max(int(transposed_starts(layout)[-1]), 1),), np.float32),
+        "bscratch": ((slots, FORWARD_BLOCK * width0), np.float32),
+        "zeros": ((FORWARD_BLOCK * width0,), np.float32),
+        "hscratch": ((slots, 2 * (FORWARD_BLOCK + ROW_GROUP - 1) * max(layout.dims[1:])), np.float32),
+        "lscratch": ((slots, n_out * (FORWARD_BLOCK + ROW_GROUP)), np.float32),
+        "logits": ((batch * n_out,), np.float32),
+        "row_loss": ((batch,), np.float64),
+        "row_correct": ((batch,), np.int64),
+    }}
+
+
 class ForwardWorkspace:
     """Buffers for the unperturbed model's logits on up to ``batch`` rows, reused per call.
 
@@ -715,15 +766,10 @@ class ForwardWorkspace:
     def __init__(self, layout, batch: int):
         self.layout = layout
         self.geo = geometry(layout)
-        self.wt_base = np.empty(max(int(self.geo[G_T, -1]), 1), dtype=np.float32)
-        width0, n_out = layout.dims[1], layout.dims[-1]
-        self.bscratch = per_thread(FORWARD_BLOCK * width0)
-        self.zeros = np.zeros(FORWARD_BLOCK * width0, dtype=np.float32)
-        self.hscratch = activation_scratch(layout.dims, FORWARD_BLOCK)
-        self.lscratch = per_thread(n_out * (FORWARD_BLOCK + ROW_GROUP))
-        self.logits = np.empty(batch * n_out, dtype=np.float32)
-        self.row_loss = np.empty(batch, dtype=np.float64)
-        self.row_correct = np.empty(batch, dtype=np.int64)
+        buffers = {name: np.zeros(shape, dtype) for name, (shape, dtype) in forward_plan(layout, batch)["buffers"].items()}
+        self.wt_base, self.bscratch, self.zeros = buffers["wt_base"], buffers["bscratch"], buffers["zeros"]
+        self.hscratch, self.lscratch, self.logits = buffers["hscratch"], buffers["lscratch"], buffers["logits"]
+        self.row_loss, self.row_correct = buffers["row_loss"], buffers["row_correct"]
 
     def logits_of(self, theta, csr, rows) -> np.ndarray:
         """Logits (B, C) float32, a view of the workspace (valid until the next call)."""
@@ -820,31 +866,13 @@ class PopulationWorkspace:
         self.noise_size = layout.noise_size(perturbation, self.rank)
         self.batch = int(batch)
         self.geo = geometry(layout, self.rank)
-        width0 = layout.dims[1]
-        # Gather the first layer side by side (one long vectorised pass per row instead of
-        # n short ones): always for low-rank (r columns per member), and for full-rank when
-        # the population's first-layer width is small.
-        self.grouped = self.lowrank or self.n_noise * width0 <= GROUPED_MAX_WIDTH
-        cols = self.rank if self.lowrank else width0
-        gathered = min(max(1, GATHER_COLUMNS // cols), self.n_noise) * cols if self.grouped else 0
-        self.wide = per_thread((layout.dims[0] + batch) * gathered)
-        self.base = np.empty(batch * width0, dtype=np.float32)
-        self.proj = np.empty(self.n_noise * batch * cols if self.grouped else 1, dtype=np.float32)
-        n_threads = threads or numba.get_num_threads()
-        if serial is None:
-            serial = n_threads == 1 or self.n_members * batch <= SERIAL_MAX_MEMBER_ROWS
-        self.serial = bool(serial)
-        # Split rows into blocks only when members alone cannot keep every thread busy.
-        self.n_blocks = 1 if self.serial else int(min(batch, max(1, -(-4 * n_threads // max(n_noise, 1)))))
-        block = -(-batch // self.n_blocks)
-        self.wt_base = np.empty(max(int(self.geo[G_T, -1]), 1), dtype=np.float32)
-        self.wscratch = per_thread(self.wt_base.shape[0])
-        self.zscratch = per_thread(block * width0)
-        self.hscratch = activation_scratch(layout.dims, block)
-        self.lscratch = per_thread(layout.dims[-1] * (block + ROW_GROUP))
-        self.vscratch = per_thread(6, block + 1)
-        self.row_loss = np.empty((self.n_members, batch), dtype=np.float64)
-        self.out_loss = np.empty(self.n_members, dtype=np.float64)
+        plan = population_plan(layout, n_noise, antithetic, batch, perturbation, rank, threads, serial)
+        self.grouped, self.serial, self.n_blocks = plan["grouped"], plan["serial"], plan["n_blocks"]
+        buffers = {name: np.zeros(shape, dtype) for name, (shape, dtype) in plan["buffers"].items()}
+        self.wide, self.base, self.proj = buffers["wide"], buffers["base"], buffers["proj"]
+        self.wt_base, self.wscratch, self.zscratch = buffers["wt_base"], buffers["wscratch"], buffers["zscratch"]
+        self.hscratch, self.lscratch, self.vscratch = buffers["hscratch"], buffers["lscratch"], buffers["vscratch"]
+        self.row_loss, self.out_loss = buffers["row_loss"], buffers["out_loss"]
         self.flags = np.zeros(7, dtype=np.int64)
         self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED]] = (
             self.n_signs, self.lowrank, self.rank, self.n_blocks, self.grouped,
@@ -939,12 +967,14 @@ def noise_weighted_sum(table, offsets, weights, size, out=None, chunk=2048) -> n
     return out
 
 
+def lowrank_stack_shapes(layout, n_noise: int, rank: int) -> list[tuple[tuple, tuple]]:
+    """Shapes of :func:`lowrank_stacks`' float64 buffers: per layer (n*r, fan_in) and (n*r, fan_out)."""
+    return [((n_noise * rank, fan_in), (n_noise * rank, fan_out)) for fan_in, fan_out in zip(layout.dims[:-1], layout.dims[1:])]
+
+
 def lowrank_stacks(layout, n_noise: int, rank: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Buffers for :func:`lowrank_weighted_sum`: per layer (n*r, fan_in) and (n*r, fan_out)."""
-    return [
-        (np.empty((n_noise * rank, fan_in)), np.empty((n_noise * rank, fan_out)))
-        for fan_in, fan_out in zip(layout.dims[:-1], layout.dims[1:])
-    ]
+    """Buffers for :func:`lowrank_weighted_sum`: per layer (n*r, fan_in) and (n*r, fan_out), float64."""
+    return [(np.empty(left), np.empty(right)) for left, right in lowrank_stack_shapes(layout, n_noise, rank)]
 
 
 def lowrank_weighted_sum(table, offsets, weights, layout, rank, out=None, stacks=None) -> np.ndarray:

@@ -4,8 +4,9 @@ before anything large is allocated, and the length of its noise vectors against 
 :func:`check_fits` raises :class:`ResourceError` saying what the run needs, what is
 available, and the largest population, batch size, rank or hidden width that fits.
 
-The estimate follows the buffers of :mod:`fastes.backends` and :mod:`fastes.kernels`
-(``PopulationWorkspace``) and of the NumPy reference; a change to those changes it.
+The kernels' buffers come from the plans that the workspaces allocate from
+(:func:`fastes.kernels.population_plan`, :func:`fastes.kernels.forward_plan`); the rest
+follows :mod:`fastes.backends` and the NumPy reference.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from .errors import ResourceError
 from .layout import ParamLayout
 from .noise import TABLE_SIZE
 
-_GROUPED_MAX_WIDTH = 256  # kernels.GROUPED_MAX_WIDTH: a full-rank first layer is gathered side by side up to this
-_MEMBER_CHUNK = 32  # reference.MEMBER_CHUNK: members the NumPy backend materialises at once
 _OPTIMIZER_ARRAYS = {"sgd": 0, "momentum": 1, "adam": 2}  # float64 state vectors of P values
 
 
@@ -73,11 +71,14 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     """Bytes a run allocates beyond its loaded dataset, by what they hold.
 
     ``nnz``: non-zero training pixels (default: all of them), for the sparse copies of the
-    data. The batch buffers are sized by ``config.batch_size`` as the backends allocate them.
+    data. A batch holds at most the whole training set, as the backends allocate it.
     """
+    from . import kernels
+    from .reference import MEMBER_CHUNK
+
     layout = ParamLayout((n_features, *config.hidden, n_classes))
     dims, size = layout.dims, layout.size
-    batch, members, n_noise = config.batch_size, config.population, config.n_noise
+    batch, n_noise = min(config.batch_size, n_train), config.n_noise
     nnz = n_train * n_features if nnz is None else nnz
     widest = max(dims[1:])
     terms = {
@@ -89,22 +90,19 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
         "evaluation logits": (n_train + n_test) * (n_classes * (4 + 3 * 8) + 4 * widest),
     }
     if config.backend == "numpy":
-        chunk = min(_MEMBER_CHUNK, n_noise) * (2 if config.antithetic else 1)
+        chunk = min(MEMBER_CHUNK, n_noise) * (2 if config.antithetic else 1)
         terms["population chunk (members x parameters)"] = 3 * chunk * size * 4
         terms["population chunk activations (members x batch x width)"] = chunk * batch * (3 * widest * 4 + 3 * n_classes * 8)
     else:
-        width0 = dims[1]
-        lowrank = config.perturbation == "lowrank"
-        grouped = lowrank or n_noise * width0 <= _GROUPED_MAX_WIDTH
-        span = width0 + n_noise * (config.rank if lowrank else width0) if grouped else width0
-        threads = numba.config.NUMBA_NUM_THREADS
-        transposed = sum(dims[k + 1] * (dims[k] + 1) for k in range(1, len(dims) - 1))
-        terms["first-layer buffer (batch x (width0 + n_noise x columns))"] = 4 * span * (batch + (dims[0] + 1 if grouped else 0))
-        terms["row losses (population x batch)"] = 16 * members * batch
-        terms["per-thread scratch"] = 4 * threads * (3 * widest + 2 * transposed)
-        terms["batch buffers"] = batch * (4 * n_classes + 16)
-        if lowrank:  # per layer (n_noise * rank, fan_in) and (n_noise * rank, fan_out), float64
-            terms["low-rank noise stacks (population x rank x widths)"] = 8 * n_noise * config.rank * (sum(dims[:-1]) + sum(dims[1:]))
+        plan = kernels.population_plan(layout, n_noise, config.antithetic, batch, config.perturbation, config.rank,
+                                       config.threads)
+        row_loss_shape, _ = plan["buffers"].pop("row_loss")
+        terms["row losses (population x batch)"] = 8 * int(np.prod(row_loss_shape))
+        terms["population workspace"] = kernels.plan_bytes(plan)
+        terms["batch buffers"] = kernels.plan_bytes(kernels.forward_plan(layout, batch))
+        if config.perturbation == "lowrank":
+            terms["low-rank noise stacks (population x rank x widths)"] = sum(
+                8 * int(np.prod(a)) + 8 * int(np.prod(b)) for a, b in kernels.lowrank_stack_shapes(layout, n_noise, config.rank))
     return terms
 
 

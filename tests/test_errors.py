@@ -149,8 +149,6 @@ CASES = {
                     r"needs about .* it fits with at most .*--hidden \d+,\d+"),
     "size-population": (["train", *SEED, "--data-dir", "{w}/data", "--population", "10000000", "--out", NEW],
                         r"row losses .* it fits with at most --population \d+"),
-    "size-batch": (["train", *SEED, "--data-dir", "{w}/data", "--batch-size", "1000000000", "--out", NEW],
-                   r"it fits with at most .*--batch-size \d+"),
     "size-noise-table": (["train", *SEED, "--data-dir", "{w}/data", "--hidden", "43000", "--out", NEW],
                          "noise table holds .* low-rank perturbations fit: use --perturbation lowrank"),
     # data files
