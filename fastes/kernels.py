@@ -431,19 +431,18 @@ def _first_layer_impl(theta, table, offsets, geo, flags, indptr, indices, values
             k0 = cb * per_block
             k1 = min(n_noise, k0 + per_block)
             width = (k1 - k0) * cols
+            # column (k, q) of row i: low rank A_k[q, i] = table[off_k + a0 + q*d + i];
+            # full rank E0_k[i, q] = table[off_k + w0 + i*H1 + q]
+            start = geo[G_LRA, 0] if lowrank else geo[G_W, 0]
+            row_step = np.uint64(1 if lowrank else width0)
+            col_step = np.uint64(n_in if lowrank else 1)
             for i in range(n_in):
-                dst = i * width
+                dst = np.uint64(i * width)
                 for k in range(k0, k1):
-                    at = dst + (k - k0) * cols
-                    if lowrank:
-                        src = offsets[k] + geo[G_LRA, 0] + i
-                        for q in range(rank):
-                            w[at + q] = table[src + q * n_in]
-                    else:
-                        src = np.uint64(offsets[k] + geo[G_W, 0] + i * width0)
-                        o = np.uint64(at)
-                        for j in range(width0):
-                            w[o + np.uint64(j)] = table[src + np.uint64(j)]
+                    src = np.uint64(offsets[k] + start) + np.uint64(i) * row_step
+                    at = dst + np.uint64((k - k0) * cols)
+                    for q in range(cols):
+                        w[at + np.uint64(q)] = table[src + np.uint64(q) * col_step]
             tmp = n_in * width
             _sparse_rows(w, 0, width, indptr, indices, values, rows, 0, batch, w, tmp, width)
             for k in range(k0, k1):
