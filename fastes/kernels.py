@@ -54,7 +54,7 @@ LOSS_CODES = {"mse": LOSS_MSE, "cross-entropy": LOSS_CROSS_ENTROPY}
 # Rows of ``geo``: per layer l (columns), its widths and offsets.
 G_DIMS, G_W, G_B, G_T, G_LRA, G_LRB, G_LRE = range(7)
 # Entries of ``flags``.
-F_SIGNS, F_LOWRANK, F_RANK, F_LOSS, F_BLOCKS, F_GROUPED, F_PHASES = range(7)
+F_SIGNS, F_LOWRANK, F_RANK, F_LOSS, F_BLOCKS, F_GROUPED, F_PHASES, F_THREADS = range(8)
 #: ``flags[F_PHASES]``: how much of a member's work to do (the profile times each prefix).
 PHASE_NOISE, PHASE_LAYERS, PHASE_LOSS = 1, 2, 3
 
@@ -426,8 +426,16 @@ def _first_layer_impl(theta, table, offsets, geo, flags, indptr, indices, values
     if flags[F_GROUPED] != 0:
         cols = rank if lowrank else width0
         per_block = max(1, GATHER_COLUMNS // cols)
-        for cb in prange((n_noise + per_block - 1) // per_block):
+        n_cb = (n_noise + per_block - 1) // per_block
+        # few column blocks (small populations) also split the rows, each part gathering
+        # its block again: 2 x 15 us of gathering beats one thread doing everything
+        n_rc = min(max(1, (2 * flags[F_THREADS] + n_cb - 1) // n_cb), max(1, batch // 16))
+        chunk = (batch + n_rc - 1) // n_rc
+        for task in prange(n_cb * n_rc):
             w = wide[numba.get_thread_id()]
+            cb = task // n_rc
+            r0 = (task % n_rc) * chunk
+            r1 = min(batch, r0 + chunk)
             k0 = cb * per_block
             k1 = min(n_noise, k0 + per_block)
             width = (k1 - k0) * cols
@@ -444,10 +452,10 @@ def _first_layer_impl(theta, table, offsets, geo, flags, indptr, indices, values
                     for q in range(cols):
                         w[at + np.uint64(q)] = table[src + np.uint64(q) * col_step]
             tmp = n_in * width
-            _sparse_rows(w, 0, width, indptr, indices, values, rows, 0, batch, w, tmp, width)
+            _sparse_rows(w, 0, width, indptr, indices, values, rows, r0, r1, w, tmp, width)
             for k in range(k0, k1):
-                for r in range(batch):
-                    src = np.uint64(tmp + r * width + (k - k0) * cols)
+                for r in range(r0, r1):
+                    src = np.uint64(tmp + (r - r0) * width + (k - k0) * cols)
                     dst = np.uint64((k * batch + r) * cols)
                     for q in range(cols):
                         proj[dst + np.uint64(q)] = w[src + np.uint64(q)]
@@ -634,6 +642,8 @@ FORWARD_BLOCK = 64
 #: Rows that go through the later layers together (:func:`_tail_block`); a block's logits
 #: buffer has this many spare columns for a last, partial group.
 ROW_GROUP = 4
+#: Batch rows x first-layer columns from which the first layer runs on every thread.
+FIRST_LAYER_PARALLEL = 4096
 #: Populations x batch rows up to which a generation runs on one thread: below it, a
 #: fork/join per phase costs more than the arithmetic it would share out.
 SERIAL_MAX_MEMBER_ROWS = 4096
@@ -728,7 +738,11 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "row_loss": ((members, batch), f64),
         "out_loss": ((members,), f64),
     }
-    return {"grouped": bool(grouped), "serial": bool(serial), "n_blocks": n_blocks, "buffers": buffers}
+    # The first layer's work is the batch's sparse rows times every gathered column: worth
+    # both threads long before the members' work is (the seed config: 64 rows x 144 columns).
+    serial_first_layer = n_threads == 1 or batch * (width0 + (n_noise * cols if grouped else 0)) < FIRST_LAYER_PARALLEL
+    return {"grouped": bool(grouped), "serial": bool(serial), "serial_first_layer": bool(serial_first_layer),
+            "n_blocks": n_blocks, "buffers": buffers}
 
 
 def plan_bytes(plan: dict) -> int:
@@ -872,13 +886,14 @@ class PopulationWorkspace:
         self.wt_base, self.wscratch, self.zscratch = buffers["wt_base"], buffers["wscratch"], buffers["zscratch"]
         self.hscratch, self.lscratch, self.vscratch = buffers["hscratch"], buffers["lscratch"], buffers["vscratch"]
         self.row_loss, self.out_loss = buffers["row_loss"], buffers["out_loss"]
-        self.flags = np.zeros(7, dtype=np.int64)
-        self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED]] = (
-            self.n_signs, self.lowrank, self.rank, self.n_blocks, self.grouped,
+        self.flags = np.zeros(8, dtype=np.int64)
+        self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED, F_THREADS]] = (
+            self.n_signs, self.lowrank, self.rank, self.n_blocks, self.grouped, threads or numba.get_num_threads(),
         )
         self.kernels = (
-            (_first_layer_serial, _member_losses_serial, _reduce_members_serial) if self.serial
-            else (_first_layer, _member_losses, _reduce_members)
+            _first_layer_serial if plan["serial_first_layer"] else _first_layer,
+            _member_losses_serial if self.serial else _member_losses,
+            _reduce_members_serial if self.serial else _reduce_members,
         )
 
     def check(self, theta, table, offsets, csr, rows, labels) -> None:
