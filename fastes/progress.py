@@ -21,6 +21,27 @@ def _log_line(info: dict) -> str:
     )
 
 
+#: A kernel warm-up longer than this was a compile (loading Numba's cache takes well under).
+COMPILE_NOTICE_SECONDS = 2.0
+
+
+def _compile_line(seconds: float) -> str:
+    return f"compiled kernels in {seconds:.1f} s (first run only: cached for later runs; not in the training time)"
+
+
+def _eta(info: dict) -> str:
+    """Time left: the rest of the planned generations at the current rate, or the rest of
+    the --max-seconds budget if that ends the run first."""
+    rate = info["generations_per_second"]
+    left = (info["total_generations"] - info["generation"]) / rate if rate > 0 else float("inf")
+    if info.get("max_seconds") is not None:
+        left = min(left, max(info["max_seconds"] - info["elapsed"], 0.0))
+    if not math.isfinite(left):
+        return "-:--:--"
+    left = int(round(left))
+    return f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
+
 @contextmanager
 def make_progress(quiet: bool = False, stream=None):
     """Yield a callback for :class:`fastes.trainer.Trainer` (or None when quiet)."""
@@ -30,29 +51,44 @@ def make_progress(quiet: bool = False, stream=None):
         return
     if not stream.isatty():
         def plain(info: dict) -> None:
-            if info["row"] is not None:
+            if "stage" in info:  # a line only for a real compile, not for loading the cache
+                if info["seconds"] is not None and info["seconds"] >= COMPILE_NOTICE_SECONDS:
+                    print(_compile_line(info["seconds"]), file=stream, flush=True)
+            elif info["row"] is not None:
                 print(_log_line(info), file=stream, flush=True)
 
         yield plain
         return
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
-        TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("gen  {task.fields[rate]:>6.0f} gen/s"),
         TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  test {task.fields[test]}"),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
     )
+    fields = dict(rate=0.0, loss="-", acc="-", test="-", eta="-:--:--")
     with Progress(*columns, transient=False, refresh_per_second=4) as bar:
-        task = bar.add_task("train", total=None, epoch=0, epochs=0, rate=0.0, loss="-", acc="-", test="-")
+        compiling = None
+        task = None
         last_test = ["-"]
 
         def live(info: dict) -> None:
+            nonlocal compiling, task
+            if "stage" in info:
+                if info["seconds"] is None:
+                    compiling = bar.add_task("compiling kernels (first run only)", total=None, **fields)
+                else:
+                    bar.remove_task(compiling)
+                    if info["seconds"] >= COMPILE_NOTICE_SECONDS:
+                        bar.console.print(_compile_line(info["seconds"]), highlight=False)
+                return
+            if task is None:
+                task = bar.add_task("epoch", total=None, **fields)
             if info["row"] is not None:
                 last_test[0] = _fmt(info["row"]["test_accuracy"])
                 bar.console.print(_log_line(info), highlight=False)
@@ -60,8 +96,8 @@ def make_progress(quiet: bool = False, stream=None):
                 task,
                 total=info["total_generations"],
                 completed=info["generation"],
-                epoch=min(info["epoch"] + 1, info["epochs"]),
-                epochs=info["epochs"],
+                description=f"epoch {info['epoch'] + info['batch'] / max(info['n_batches'], 1):.1f}/{info['epochs']}",
+                eta=_eta(info),
                 rate=info["generations_per_second"],
                 loss=_fmt(info["train_loss"]),
                 acc=_fmt(info["train_accuracy"]),

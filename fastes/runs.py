@@ -266,6 +266,7 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
         "epochs_done": round(state.epoch + state.batch / trainer.n_batches, 4),
         "generations": state.generation,
         "wall_seconds": round(state.elapsed, 3),
+        "compile_seconds": None if trainer.compile_seconds is None else round(trainer.compile_seconds, 3),
         "generations_per_second": state.generation / state.elapsed if state.elapsed > 0 else 0.0,
         "n_params": layout.size,
         "final": {"train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss, "test_accuracy": test_acc},
