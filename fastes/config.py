@@ -8,7 +8,7 @@ import dataclasses
 import json
 import math
 import numbers
-import tomllib
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,11 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pyproject.toml installs tomli, tomllib's original, on Python 3.10
+    import tomli as tomllib
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("mnist", "digits"),
