@@ -1,11 +1,49 @@
-"""Python 3.10 support (issue 16): pyproject.toml promises it, with tomli for TOML."""
+"""Options declared once (issue 16): the flags, TOML keys, value checks (and the estimator
+parameters and the README's table) all come from the :class:`fastes.config.Config` fields'
+declarations; and the defects where hand-written copies had drifted apart."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from fastes.cli import build_parser, main
+from fastes.config import OPTIONS, RESUME_OPTIONS, load_toml, preset, resolve
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- one declaration
+
+
+def test_every_option_is_a_flag_and_a_toml_key(tmp_path):
+    config = preset("default").replace(data_dir="elsewhere", threads=1, address="head:6379", seed=7, lr_decay=0.5)
+    argv = ["train"]
+    for name, opt in OPTIONS.items():
+        value = getattr(config, name)
+        if opt.kind == "bool":
+            argv.append(opt.flag if value else f"--no-{opt.flag[2:]}")
+        else:
+            argv += [opt.flag, ",".join(map(str, value)) if opt.kind == "hidden" else str(value)]
+    args = build_parser().parse_args(argv)
+    assert resolve("seed", None, **{name: getattr(args, name) for name in OPTIONS}) == config
+    path = tmp_path / "config.toml"
+    path.write_text(config.to_toml())
+    assert set(load_toml(path)) == set(OPTIONS) | {"preset"}
+    help_text = build_parser().commands["train"].format_help()
+    assert all(opt.flag in help_text for opt in OPTIONS.values())
+    args = build_parser().parse_args(["train"])
+    assert all(getattr(args, name) is None for name in OPTIONS)  # not given: the preset decides
+
+
+def test_resume_options_are_declared():
+    assert RESUME_OPTIONS == tuple(name for name, opt in OPTIONS.items() if opt.resume)
+    assert set(RESUME_OPTIONS) == {"epochs", "max_seconds", "threads", "address", "workers"}
+
+
+# --------------------------------------------------------------------------- defect 1: Python 3.10
 
 
 def test_python_3_10_reads_toml_with_tomli(tmp_path):
@@ -32,3 +70,33 @@ assert config.load_toml({str(path)!r}) == {{"epochs": 3}}
 def test_pyproject_installs_tomli_where_there_is_no_tomllib():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.10"' in text and "tomli>=2; python_version < '3.11'" in text
+
+
+# --------------------------------------------------------------------------- defect 6: integer flags
+
+
+@pytest.mark.parametrize("flag", [o.flag for o in OPTIONS.values() if o.kind == "int" and o.minimum == 1])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_non_positive_integer_flags_are_refused_naming_the_flag(flag, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["train", flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and f"must be >= 1, got {int(value)}" in err and err.count("\n") == 1
+
+
+def test_seed_accepts_zero_and_refuses_negative(capsys):
+    assert build_parser().parse_args(["train", "--seed", "0"]).seed == 0
+    assert build_parser().parse_args(["train", "--seed", str(2**64 - 1)]).seed == 2**64 - 1
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--seed", "-1"])
+    assert "argument --seed: seed must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_a_bad_flag_value_is_refused_before_anything_is_read(tmp_path, capsys):
+    """The value is checked as the flag is read, so --resume's folder is not even looked at."""
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--resume", str(tmp_path / "none"), "--threads", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --threads: threads must be >= 1, got 0" in err and "does not exist" not in err
