@@ -7,12 +7,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
+from fastes import ESClassifier
 from fastes.cli import build_parser, main
 from fastes.config import OPTIONS, RESUME_OPTIONS, load_toml, preset, resolve
+from fastes.estimator import PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(hidden=(16,), population=32, epochs=3, batch_size=64, lr=0.03, sigma=0.05, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16, y
+
+
+def _same_model(a: ESClassifier, b: ESClassifier) -> bool:
+    return all(np.array_equal(p, q) for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_))
 
 
 # --------------------------------------------------------------------------- one declaration
@@ -36,6 +51,39 @@ def test_every_option_is_a_flag_and_a_toml_key(tmp_path):
     assert all(opt.flag in help_text for opt in OPTIONS.values())
     args = build_parser().parse_args(["train"])
     assert all(getattr(args, name) is None for name in OPTIONS)  # not given: the preset decides
+
+
+def test_estimator_parameters_are_the_exposed_options():
+    exposed = {opt.parameter for opt in OPTIONS.values() if opt.parameter}
+    assert set(ESClassifier().get_params()) == exposed == set(PARAMETERS)
+    assert {"lr_decay", "sigma_decay", "sigma_schedule", "momentum", "beta1", "beta2"} <= exposed
+    with pytest.raises(TypeError, match="colour"):
+        ESClassifier(colour="red")
+
+
+def _other_value(name: str, value):
+    """A valid value of option ``name`` other than ``value``."""
+    opt = OPTIONS[name]
+    if opt.kind == "choice":
+        return next(c for c in opt.choices if c != value)
+    if opt.kind == "bool":
+        return not value
+    if opt.kind == "int":
+        return 1 if value is None else value + 1
+    if opt.kind == "hidden":
+        return (3,)
+    if opt.kind == "text":
+        return "elsewhere"
+    return 1.0 if value is None else value / 2 if value > 0 else 0.5
+
+
+def test_every_estimator_parameter_reaches_the_config():
+    defaults = ESClassifier().get_params()
+    changed = {param: _other_value(name, defaults[param]) for param, name in PARAMETERS.items() if name != "seed"}
+    config = ESClassifier(**changed)._config(seed=7)
+    for param, value in changed.items():
+        assert getattr(config, PARAMETERS[param]) == value, param
+    assert config.seed == 7
 
 
 def test_resume_options_are_declared():
@@ -70,6 +118,16 @@ assert config.load_toml({str(path)!r}) == {{"epochs": 3}}
 def test_pyproject_installs_tomli_where_there_is_no_tomllib():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.10"' in text and "tomli>=2; python_version < '3.11'" in text
+
+
+# --------------------------------------------------------------------------- defect 2: estimator options
+
+
+def test_estimator_exponential_schedule_decays(digits):
+    X, y = digits
+    constant = ESClassifier(**TINY).fit(X, y)
+    decayed = ESClassifier(**TINY, lr_schedule="exponential", lr_decay=0.5).fit(X, y)
+    assert not _same_model(constant, decayed)
 
 
 # --------------------------------------------------------------------------- defect 6: integer flags
