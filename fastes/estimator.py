@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import inspect
 import textwrap
+from contextlib import contextmanager
 from dataclasses import fields
-from typing import Any
+from typing import Any, Iterator
 
+import numba
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
@@ -39,7 +41,7 @@ PARAMETERS: dict[str, str] = {opt.parameter: name for name, opt in OPTIONS.items
 _NOTES = {
     "random_state": "Seeds the run: an int (the same model each fit), a RandomState, or None (a new seed from "
                     "NumPy's global random state each fit). Initial weights, noise and batch order follow from it.",
-    "n_threads": "Numba threads (None: all cores).",
+    "n_threads": "Numba threads of each fit and partial_fit call (None: all cores), restored when it returns.",
 }
 _TYPES = {"int": "int", "float": "float", "bool": "bool", "text": "str", "hidden": "tuple of int"}
 
@@ -74,13 +76,24 @@ def _parameters_doc() -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def _numba_threads() -> Iterator[None]:
+    """Numba's thread count is restored when the block ends: ``n_threads`` applies to one
+    call (as scikit-learn scopes BLAS threads with threadpoolctl), not to the process."""
+    before = numba.get_num_threads()
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 class ESClassifier(ClassifierMixin, BaseEstimator):
     """Multi-layer perceptron classifier trained by an evolution strategy.
 
     Its parameters are the training options of ``fastes train`` (declared once, in
     :class:`fastes.config.Config`), keyword-only, with defaults for small tabular problems;
-    ``random_state`` is the run seed and ``n_threads`` the Numba thread count. Values are
-    checked when fitting, as the CLI checks them.
+    ``random_state`` is the run seed and ``n_threads`` the Numba thread count of each
+    ``fit``/``partial_fit`` call. Values are checked when fitting, as the CLI checks them.
 
     Parameters
     ----------
@@ -165,8 +178,9 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        trainer = self._trainer(self._config(seed), X, y)
-        self._set_model(trainer, trainer.run(), seed)
+        with _numba_threads():
+            trainer = self._trainer(self._config(seed), X, y)
+            self._set_model(trainer, trainer.run(), seed)
         return self
 
     def partial_fit(self, X, y, classes=None, n_generations=None):
@@ -184,12 +198,13 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
         seed = getattr(self, "seed_", None)
         if first or seed is None:
             seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        trainer = self._trainer(self._config(seed).replace(epochs=10**9), X, y)
-        if n_generations is None:
-            n_generations = trainer.n_batches
-        state = trainer.initial_state() if first else self.state_
-        state.epoch, state.batch, state.loss_sum, state.correct, state.seen = 0, 0, 0.0, 0, 0
-        self._set_model(trainer, trainer.run(state, max_generations=int(n_generations)), seed)
+        with _numba_threads():
+            trainer = self._trainer(self._config(seed).replace(epochs=10**9), X, y)
+            if n_generations is None:
+                n_generations = trainer.n_batches
+            state = trainer.initial_state() if first else self.state_
+            state.epoch, state.batch, state.loss_sum, state.correct, state.seen = 0, 0, 0.0, 0, 0
+            self._set_model(trainer, trainer.run(state, max_generations=int(n_generations)), seed)
         return self
 
     def _logits(self, X) -> np.ndarray:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -128,6 +129,26 @@ def test_estimator_exponential_schedule_decays(digits):
     constant = ESClassifier(**TINY).fit(X, y)
     decayed = ESClassifier(**TINY, lr_schedule="exponential", lr_decay=0.5).fit(X, y)
     assert not _same_model(constant, decayed)
+
+
+# --------------------------------------------------------------------------- defect 5: n_threads
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads to see a change")
+def test_n_threads_applies_to_the_call_only(digits):
+    X, y = digits
+    try:
+        numba.set_num_threads(2)
+        ESClassifier(**{**TINY, "epochs": 1}, n_threads=1).fit(X, y)
+        assert numba.get_num_threads() == 2
+        numba.set_num_threads(1)
+        clf = ESClassifier(**{**TINY, "epochs": 1}, n_threads=None).partial_fit(X, y, classes=np.arange(10))
+        assert numba.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads=99"):
+            clf.set_params(n_threads=99).partial_fit(X, y)
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 # --------------------------------------------------------------------------- defect 6: integer flags
