@@ -9,6 +9,8 @@ and kernels; nothing of the algorithm is repeated here.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 import textwrap
 from contextlib import contextmanager
 from dataclasses import fields
@@ -24,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from .backends import predict_logits
 from .config import OPTIONS, Config
 from .data import Dataset
+from .errors import ConfigError
 from .evaluate import softmax
 from .memory import check_fits
 from .trainer import Trainer
@@ -184,26 +187,64 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def partial_fit(self, X, y, classes=None, n_generations=None):
-        """Train ``n_generations`` more generations (default: one pass over X) on (X, y).
+        """Train one more epoch on (X, y): a pass over X (or ``n_generations``
+        generations), continuing from the parameters, optimizer state and counters of the
+        calls before (and of ``fit``).
 
-        The first call needs ``classes`` unless the estimator is already fitted (or y
-        holds every class). Parameters, optimizer state and the noise counter carry over.
+        Each call is an epoch of ``fit``, as in scikit-learn's SGD estimators: the epoch
+        and generation counters carry over, and the learning-rate and sigma schedules
+        follow them exactly as in ``fit``, so ``epochs`` calls on ``fit``'s data train
+        ``fit``'s model. Constant and exponential schedules have no end (an exponential
+        one decays once per pass, counted across calls). A cosine schedule anneals the
+        learning rate to 0 over ``epochs`` passes (its progress is the generations so far
+        over ``epochs`` times the batches of a pass over X): a call stops at its end, and
+        a call after its end raises ``ValueError`` (``fit`` starts again).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), numeric
+        y : array-like of shape (n_samples,), any label type
+        classes : array-like of shape (n_classes,), optional
+            Every label, needed by the first call unless y holds them all.
+        n_generations : int, optional
+            Generations to train (default: one pass over X); a pass that ends starts
+            the next epoch.
+
+        Returns
+        -------
+        self
         """
+        if n_generations is not None and (isinstance(n_generations, bool)
+                                          or not isinstance(n_generations, numbers.Integral) or n_generations < 1):
+            raise ConfigError(f"n_generations must be a positive integer or None, got {n_generations!r}")
         first = not hasattr(self, "classes_")
+        seed = None if first else getattr(self, "seed_", None)
+        if seed is None:
+            seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        config = self._config(seed)
+        state = None if first else self.state_
+        epoch = 0 if state is None else state.epoch
+        if config.lr_schedule == "cosine" and epoch >= config.epochs:
+            raise ConfigError(
+                f"lr_schedule='cosine' has annealed the learning rate to 0 over its epochs={config.epochs} passes, "
+                "which are done; call fit to train again, or use lr_schedule='constant' or 'exponential' for "
+                "open-ended training"
+            )
         X, y = validate_data(self, X, y, dtype=np.float32, reset=first)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if first:
             self.classes_ = np.unique(classes if classes is not None else y)
-        seed = getattr(self, "seed_", None)
-        if first or seed is None:
-            seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        n_batches = math.ceil(X.shape[0] / config.batch_size)
+        if n_generations is None:
+            n_generations = n_batches
+        if config.lr_schedule != "cosine":  # a schedule without an end: the run's epochs end with this call
+            config = config.replace(epochs=epoch + math.ceil(n_generations / n_batches))
         with _numba_threads():
-            trainer = self._trainer(self._config(seed).replace(epochs=10**9), X, y)
-            if n_generations is None:
-                n_generations = trainer.n_batches
-            state = trainer.initial_state() if first else self.state_
-            state.epoch, state.batch, state.loss_sum, state.correct, state.seen = 0, 0, 0.0, 0, 0
+            trainer = self._trainer(config, X, y)
+            if state is None:
+                state = trainer.initial_state()
+            state.batch, state.loss_sum, state.correct, state.seen = 0, 0.0, 0, 0  # a new pass over this X
             self._set_model(trainer, trainer.run(state, max_generations=int(n_generations)), seed)
         return self
 

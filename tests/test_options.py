@@ -131,6 +131,33 @@ def test_estimator_exponential_schedule_decays(digits):
     assert not _same_model(constant, decayed)
 
 
+# --------------------------------------------------------------------------- defect 3: partial_fit schedules
+
+
+@pytest.mark.parametrize("schedule", [dict(lr_schedule="cosine"),
+                                      dict(lr_schedule="exponential", lr_decay=0.5,
+                                           sigma_schedule="exponential", sigma_decay=0.5)])
+def test_epochs_partial_fits_train_the_model_fit_trains(digits, schedule):
+    X, y = digits
+    fitted = ESClassifier(**TINY, **schedule).fit(X, y)
+    stepped = ESClassifier(**TINY, **schedule)
+    for _ in range(TINY["epochs"]):
+        stepped.partial_fit(X, y, classes=np.arange(10))
+    assert stepped.n_generations_ == fitted.n_generations_ == 3 * 29  # ceil(1797 / 64) batches per pass
+    assert _same_model(stepped, fitted)
+
+
+def test_partial_fit_ends_with_the_cosine_schedule(digits):
+    X, y = digits
+    clf = ESClassifier(**TINY, lr_schedule="cosine")
+    clf.partial_fit(X, y, classes=np.arange(10), n_generations=10**6)
+    assert clf.n_generations_ == 3 * 29  # it stops where the schedule ends
+    with pytest.raises(ValueError, match="cosine.*epochs=3.*call fit"):
+        clf.partial_fit(X, y)
+    clf.set_params(lr_schedule="constant").partial_fit(X, y)  # open-ended schedules go on
+    assert clf.n_generations_ == 4 * 29
+
+
 # --------------------------------------------------------------------------- defect 5: n_threads
 
 
