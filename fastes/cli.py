@@ -77,6 +77,26 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
             g.add_argument(opt.flag, dest=name, type=_value_parser(opt), metavar=opt.metavar, help=help)
 
 
+def options_markdown() -> str:
+    """The README's table of training options, generated from their declarations
+    (``tests/test_options.py`` checks the README holds it)."""
+    from .estimator import ESClassifier
+
+    estimator = ESClassifier()
+    seed, default = preset("seed"), preset("default")
+    rows = ["| option | values | `seed` | `default` | `ESClassifier` | what it does |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name, opt in OPTIONS.items():
+        flag = f"`{opt.flag}`" if opt.kind in ("bool", "choice") else f"`{opt.flag} {opt.metavar}`"
+        values = f"on or off (`--no-{opt.flag[2:]}`)" if opt.kind == "bool" else opt.values
+        presets = [_shown(v) if v is not None else "" for v in (getattr(seed, name), getattr(default, name))]
+        param = opt.parameter
+        exposed = f"`{param}={getattr(estimator, param)!r}`" if param else ""
+        what = opt.help + ("; `--resume` may change it" if opt.resume else "")
+        rows.append(f"| {flag} | {values} | {presets[0]} | {presets[1]} | {exposed} | {what} |")
+    return "\n".join(rows) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastes", description="Train neural networks with evolution strategies, fast, on CPU cores.")
     parser.add_argument("--version", action="version", version=f"fastes {__version__}")
