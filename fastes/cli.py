@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import CHOICES, PRESETS, RESUME_OPTIONS, resolve
+from .config import CHOICES, OPTIONS, PRESETS, RESUME_OPTIONS, Option, check_field, preset, resolve
 from .errors import ConfigError, FastesError, Interrupted, one_line
 
 
@@ -37,46 +37,64 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _value_parser(opt: Option):
+    """The type of an option's flag: its text read as the option's kind and checked as
+    :func:`fastes.config.check_field` checks every value, so that a bad value is refused
+    while the command line is read, naming its flag."""
+    read = {"int": _int, "float": _float}.get(opt.kind, str)
+
+    def parse(text: str):
+        try:
+            return check_field(opt.name, read(text))
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _shown(value) -> str:
+    """An option's value as the help and the README show it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or '""'
+    return str(value)
+
+
 def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`fastes.config.Config` field, from its declaration."""
     g = p.add_argument_group("training options (override the preset and --config)")
-    g.add_argument("--dataset", choices=CHOICES["dataset"])
-    g.add_argument("--data-dir", help="folder with the four MNIST-format IDX files (e.g. Fashion-MNIST)")
-    g.add_argument("--epochs", type=_int)
-    g.add_argument("--max-seconds", type=_float, help="stop cleanly after this many seconds of training")
-    g.add_argument("--population", type=_int)
-    g.add_argument("--batch-size", type=_int)
-    g.add_argument("--hidden", help="hidden layer sizes, e.g. 16,16")
-    g.add_argument("--sigma", type=_float)
-    g.add_argument("--lr", type=_float)
-    g.add_argument("--init", choices=CHOICES["init"])
-    g.add_argument("--init-std", type=_float)
-    g.add_argument("--antithetic", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--shaping", choices=CHOICES["shaping"])
-    g.add_argument("--loss", choices=CHOICES["loss"])
-    g.add_argument("--optimizer", choices=CHOICES["optimizer"])
-    g.add_argument("--momentum", type=_float)
-    g.add_argument("--weight-decay", type=_float)
-    g.add_argument("--lr-schedule", choices=CHOICES["lr_schedule"])
-    g.add_argument("--lr-decay", type=_float)
-    g.add_argument("--sigma-schedule", choices=CHOICES["sigma_schedule"])
-    g.add_argument("--sigma-decay", type=_float)
-    g.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--perturbation", choices=CHOICES["perturbation"])
-    g.add_argument("--rank", type=_int)
-    g.add_argument("--eval-every-seconds", type=_float)
-    g.add_argument("--seed", type=_int)
-    g.add_argument("--backend", choices=CHOICES["backend"])
-    g.add_argument("--threads", type=_int, help="Numba threads (default: all cores)")
-    g.add_argument("--address", help="Ray cluster address (with --backend ray)")
-    g.add_argument("--workers", type=_int, help="Ray workers (with --backend ray)")
+    default = preset("default")
+    for name, opt in OPTIONS.items():
+        value = getattr(default, name)
+        help = opt.help + (f"; {opt.values}" if opt.kind in ("int", "float", "hidden") else "")
+        help += "" if value is None else f" (default preset: {_shown(value)})"
+        if opt.kind == "bool":
+            g.add_argument(opt.flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help)
+        elif opt.kind == "choice":
+            g.add_argument(opt.flag, dest=name, choices=opt.choices, help=help)
+        else:
+            g.add_argument(opt.flag, dest=name, type=_value_parser(opt), metavar=opt.metavar, help=help)
 
 
-_TRAINING_KEYS = (
-    "dataset", "data_dir", "epochs", "max_seconds", "population", "batch_size", "hidden", "sigma", "lr", "init",
-    "init_std", "antithetic", "shaping", "loss", "optimizer", "momentum", "weight_decay", "lr_schedule", "lr_decay",
-    "sigma_schedule", "sigma_decay", "shuffle", "perturbation", "rank", "eval_every_seconds", "seed", "backend",
-    "threads", "address", "workers",
-)
+def options_markdown() -> str:
+    """The README's table of training options, generated from their declarations
+    (``tests/test_options.py`` checks the README holds it)."""
+    from .estimator import ESClassifier
+
+    estimator = ESClassifier()
+    seed, default = preset("seed"), preset("default")
+    rows = ["| option | values | `seed` | `default` | `ESClassifier` | what it does |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name, opt in OPTIONS.items():
+        flag = f"`{opt.flag}`" if opt.kind in ("bool", "choice") else f"`{opt.flag} {opt.metavar}`"
+        values = f"on or off (`--no-{opt.flag[2:]}`)" if opt.kind == "bool" else opt.values
+        presets = [_shown(v) if v is not None else "" for v in (getattr(seed, name), getattr(default, name))]
+        param = opt.parameter
+        exposed = f"`{param}={getattr(estimator, param)!r}`" if param else ""
+        what = opt.help + ("; `--resume` may change it" if opt.resume else "")
+        rows.append(f"| {flag} | {values} | {presets[0]} | {presets[1]} | {exposed} | {what} |")
+    return "\n".join(rows) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +172,7 @@ def _given(args, key: str) -> str | None:
     value = getattr(args, key)
     if value is None:
         return None
-    flag = "--" + key.replace("_", "-")
+    flag = OPTIONS[key].flag
     return flag.replace("--", "--no-", 1) if value is False else flag
 
 
@@ -168,9 +186,9 @@ def _check_resume_flags(args) -> None:
         )
     given = [f for f in ("--preset" if args.preset else None, "--config" if args.config else None,
                          "--overwrite" if args.overwrite else None) if f]
-    given += [f for k in _TRAINING_KEYS if k not in RESUME_OPTIONS and (f := _given(args, k))]
+    given += [f for k in OPTIONS if k not in RESUME_OPTIONS and (f := _given(args, k))]
     if given:
-        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_OPTIONS)
+        allowed = ", ".join(OPTIONS[k].flag for k in RESUME_OPTIONS)
         raise ConfigError(
             f"--resume continues the run in {out} as it was configured; {given[0]} would change it: leave it out, "
             f"or start a new run with --out (with --resume only {allowed} and --quiet may be given)"
@@ -181,7 +199,7 @@ def cmd_train(args) -> int:
     from . import progress as progress_module
     from .runs import default_out_dir, train_to_folder
 
-    overrides = {k: getattr(args, k) for k in _TRAINING_KEYS}
+    overrides = {k: getattr(args, k) for k in OPTIONS}
     if args.resume:
         _check_resume_flags(args)
         out = Path(args.resume)

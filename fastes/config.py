@@ -1,5 +1,11 @@
 """The one training configuration: a validated dataclass shared by the CLI, TOML files and
 :class:`fastes.ESClassifier`, plus the named presets.
+
+Each option is declared once, as a :class:`Config` field with an :class:`Option` in its
+metadata (help text, values, flag, estimator parameter, whether ``--resume`` may change
+it). The value checks here, the ``fastes train`` flags (:mod:`fastes.cli`), the TOML keys,
+the estimator's parameters (:mod:`fastes.estimator`) and the README's options table are
+all derived from it.
 """
 
 from __future__ import annotations
@@ -8,7 +14,7 @@ import dataclasses
 import json
 import math
 import numbers
-import tomllib
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,20 +23,91 @@ import numpy as np
 
 from .errors import ConfigError
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("mnist", "digits"),
-    "loss": ("mse", "cross-entropy"),
-    "shaping": ("zscore", "centered-rank"),
-    "optimizer": ("sgd", "momentum", "adam"),
-    "init": ("normal", "he", "glorot"),
-    "perturbation": ("full", "lowrank"),
-    "lr_schedule": ("constant", "exponential", "cosine"),
-    "sigma_schedule": ("constant", "exponential"),
-    "backend": ("numba", "numpy", "ray"),
-}
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pyproject.toml installs tomli, tomllib's original, on Python 3.10
+    import tomli as tomllib
 
-#: Options ``fastes train --resume`` may change: none of them changes the trajectory.
-RESUME_OPTIONS = ("threads", "epochs", "max_seconds", "workers", "address")
+#: Ranges of real-valued options (intervals as written in the README's options table).
+POSITIVE, NON_NEGATIVE, UNIT, FACTOR = "(0, inf)", "[0, inf)", "[0, 1)", "(0, 1]"
+_INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Option:
+    """What one :class:`Config` field is, declared once in the field's metadata.
+
+    Attributes
+    ----------
+    help : str
+        What the option does (the flag's ``--help`` text and the README's table).
+    kind : {"int", "float", "bool", "choice", "text", "hidden"}
+        The value's type: an integer, a real number, a switch, one of ``choices``, a
+        non-empty string, or hidden layer sizes.
+    choices : tuple of str
+        The values of a ``choice`` option.
+    minimum, maximum : int
+        The range of an ``int`` option.
+    interval : str
+        The range of a ``float`` option: :data:`POSITIVE`, :data:`NON_NEGATIVE`,
+        :data:`UNIT` or :data:`FACTOR`.
+    float32 : bool
+        A ``float`` option that reaches the kernels as float32: it must be a normal
+        float32 number.
+    optional : bool
+        ``None`` is a value (the field's default is ``None``).
+    metavar : str
+        The placeholder of the flag's value (``--population N``).
+    estimator : str or None
+        The :class:`fastes.ESClassifier` parameter that sets it: ``""`` (the default)
+        for one named as the field, another name, or None where the estimator does not
+        expose it (see :attr:`parameter`).
+    resume : bool
+        ``fastes train --resume`` may change it (it does not change the trajectory).
+    name : str
+        The field's name (its TOML key), filled in by :data:`OPTIONS`.
+    """
+
+    help: str
+    kind: str
+    choices: tuple[str, ...] = ()
+    minimum: int = 1
+    maximum: int = _INT64_MAX
+    interval: str = POSITIVE
+    float32: bool = False
+    optional: bool = False
+    metavar: str | None = None
+    estimator: str | None = ""
+    resume: bool = False
+    name: str = ""
+
+    @property
+    def flag(self) -> str:
+        """The ``fastes train`` flag: ``--`` and the name with dashes."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def parameter(self) -> str | None:
+        """The :class:`fastes.ESClassifier` parameter that sets it, or None."""
+        return self.name if self.estimator == "" else self.estimator
+
+    @property
+    def values(self) -> str:
+        """The values it takes, in words (for help texts and the README)."""
+        if self.kind == "choice":
+            return ", ".join(self.choices)
+        if self.kind == "int":
+            below = f", < 2**{self.maximum.bit_length()}" if self.maximum != _INT64_MAX else ""
+            return f"integer >= {self.minimum}{below}"
+        if self.kind == "float":
+            return self.interval
+        return {"bool": "on or off", "text": "text", "hidden": "positive integers, comma-separated"}[self.kind]
+
+
+def option(default: Any, help: str, kind: str, **spec: Any) -> Any:
+    """A :class:`Config` field with its :class:`Option` (``spec``: the Option's other
+    attributes)."""
+    return dataclasses.field(default=default, metadata={"option": Option(help, kind, optional=default is None, **spec)})
 
 
 @dataclass
@@ -42,43 +119,66 @@ class Config:
     """
 
     # data
-    dataset: str = "mnist"
-    data_dir: str | None = None
+    dataset: str = option("mnist", "the bundled MNIST, or scikit-learn's 8x8 digits (quick runs)", "choice",
+                          choices=("mnist", "digits"), estimator=None)
+    data_dir: str | None = option(None, "read MNIST-format IDX files from this folder instead (Fashion-MNIST, "
+                                  "KMNIST...)", "text", metavar="DIR", estimator=None)
     # model
-    hidden: tuple[int, ...] = (16, 16)
-    init: str = "normal"
-    init_std: float = 0.1
+    hidden: tuple[int, ...] = option((16, 16), "hidden layer sizes (empty: a linear model)", "hidden", metavar="16,16")
+    init: str = option("normal", "initial weights: N(0, init_std), He or Glorot; biases start at zero", "choice",
+                       choices=("normal", "he", "glorot"))
+    init_std: float = option(0.1, "standard deviation of the normal initial weights", "float", float32=True,
+                             metavar="X")
     # evolution strategy
-    population: int = 8
-    sigma: float = 0.001
-    antithetic: bool = False
-    shaping: str = "zscore"
-    perturbation: str = "full"
-    rank: int = 1
-    loss: str = "mse"
+    population: int = option(8, "members per generation", "int", metavar="N")
+    sigma: float = option(0.001, "standard deviation of the parameter noise", "float", float32=True, metavar="X")
+    antithetic: bool = option(False, "mirrored pairs +eps, -eps sharing one noise vector (needs an even population)",
+                              "bool")
+    shaping: str = option("zscore", "advantages (f - mean) / std, or ranks mapped to [-0.5, 0.5]", "choice",
+                          choices=("zscore", "centered-rank"))
+    perturbation: str = option("full", "full-rank noise, or each weight matrix perturbed by A.T @ B / sqrt(rank), "
+                               "A (rank, fan_in), B (rank, fan_out) (EGGROLL, arXiv 2511.16652)", "choice",
+                               choices=("full", "lowrank"))
+    rank: int = option(1, "rank of low-rank perturbations", "int", metavar="R")
+    loss: str = option("mse", "MSE against one-hot labels summed over outputs, or softmax cross-entropy", "choice",
+                       choices=("mse", "cross-entropy"))
     # optimizer
-    optimizer: str = "sgd"
-    lr: float = 0.001
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    lr_decay: float = 1.0
-    sigma_schedule: str = "constant"
-    sigma_decay: float = 1.0
+    optimizer: str = option("sgd", "how to step along the gradient estimate", "choice",
+                            choices=("sgd", "momentum", "adam"))
+    lr: float = option(0.001, "learning rate", "float", float32=True, metavar="X")
+    momentum: float = option(0.9, "momentum coefficient (--optimizer momentum)", "float", interval=UNIT, metavar="X")
+    beta1: float = option(0.9, "Adam's decay rate of the gradient mean", "float", interval=UNIT, metavar="X")
+    beta2: float = option(0.999, "Adam's decay rate of the squared gradient mean", "float", interval=UNIT, metavar="X")
+    weight_decay: float = option(0.0, "L2: adds X * theta to the gradient", "float", interval=NON_NEGATIVE, metavar="X")
+    lr_schedule: str = option("constant", "learning rate per epoch: constant, lr * lr_decay**epoch, or annealed to 0 "
+                              "along a cosine over the run's epochs", "choice",
+                              choices=("constant", "exponential", "cosine"))
+    lr_decay: float = option(1.0, "per-epoch factor of the exponential lr schedule", "float", interval=FACTOR,
+                             metavar="X")
+    sigma_schedule: str = option("constant", "sigma per epoch: constant, or sigma * sigma_decay**epoch", "choice",
+                                 choices=("constant", "exponential"))
+    sigma_decay: float = option(1.0, "per-epoch factor of the exponential sigma schedule", "float", interval=FACTOR,
+                                metavar="X")
     # schedule of data and time
-    batch_size: int = 64
-    shuffle: bool = False
-    epochs: int = 100
-    max_seconds: float | None = None
-    eval_every_seconds: float = 30.0
-    seed: int = 0
+    batch_size: int = option(64, "training rows per generation", "int", metavar="N")
+    shuffle: bool = option(False, "a new order of the training rows each epoch, from (seed, epoch); off: in order",
+                           "bool")
+    epochs: int = option(100, "passes over the training data (and the length of a cosine lr schedule)", "int",
+                         metavar="N", resume=True)
+    max_seconds: float | None = option(None, "stop cleanly after this many seconds of training; results are written",
+                                       "float", metavar="S", resume=True)
+    eval_every_seconds: float = option(30.0, "seconds between test evaluations (after those at 1, 2, 4, 8 and 16 s)",
+                                       "float", metavar="S", estimator=None)
+    seed: int = option(0, "the run's seed: initial weights, noise and batch order follow from it", "int", minimum=0,
+                       maximum=2**64 - 1, metavar="N", estimator="random_state")
     # execution
-    backend: str = "numba"
-    threads: int | None = None
-    address: str | None = None
-    workers: int = 2
+    backend: str = option("numba", "the Numba kernels, the plain NumPy reference, or Ray workers", "choice",
+                          choices=("numba", "numpy", "ray"))
+    threads: int | None = option(None, "Numba threads (default: all cores; with --backend ray: per worker)", "int",
+                                 metavar="N", estimator="n_threads", resume=True)
+    address: str | None = option(None, "Ray cluster address (with --backend ray; default: a local Ray)", "text",
+                                 metavar="ADDR", resume=True)
+    workers: int = option(2, "Ray workers (with --backend ray)", "int", metavar="N", resume=True)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -108,7 +208,7 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         """A validated copy with ``changes`` applied (``None`` values are ignored)."""
         updates = {k: v for k, v in changes.items() if v is not None}
-        unknown = set(updates) - {f.name for f in fields(self)}
+        unknown = set(updates) - set(OPTIONS)
         if unknown:
             raise ConfigError(f"unknown config option(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **updates)
@@ -142,39 +242,36 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-#: Fields that hold a boolean, an integer (with its minimum) or a float (with its range).
-_BOOLS = ("antithetic", "shuffle")
-_INTS = {"population": 1, "batch_size": 1, "epochs": 1, "rank": 1, "workers": 1, "threads": 1, "seed": 0}
-#: Largest integer a field takes: int64 counters, except the seed (an unsigned 64-bit key).
-_INT_MAX = {"seed": 2**64 - 1}
-_INT64_MAX = 2**63 - 1
-#: Floats that reach the kernels as float32 must be normal float32 numbers.
-_FLOAT32 = ("sigma", "lr", "init_std")
-_POSITIVE = ("sigma", "lr", "init_std", "eval_every_seconds", "max_seconds", "lr_decay", "sigma_decay")
-_UNIT = ("momentum", "beta1", "beta2")  # [0, 1)
-_DECAYS = ("lr_decay", "sigma_decay")  # (0, 1]
-_TEXT = ("data_dir", "address")
-_OPTIONAL = ("data_dir", "address", "threads", "max_seconds")
+#: Every option by name (the field's name, its TOML key), in the order of :class:`Config`.
+OPTIONS: dict[str, Option] = {f.name: dataclasses.replace(f.metadata["option"], name=f.name) for f in fields(Config)}
+#: The values of each ``choice`` option.
+CHOICES: dict[str, tuple[str, ...]] = {name: o.choices for name, o in OPTIONS.items() if o.kind == "choice"}
+#: Options ``fastes train --resume`` may change: none of them changes the trajectory
+#: (``epochs`` only where no cosine schedule's length depends on it, see :mod:`fastes.runs`).
+RESUME_OPTIONS: tuple[str, ...] = tuple(name for name, o in OPTIONS.items() if o.resume)
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_field(name: str, value: Any) -> Any:
-    """One configuration field's value, type- and range-checked and normalised.
+    """One configuration field's value, type- and range-checked as its :class:`Option`
+    says, and normalised.
 
     This is the one check of every value, whether it came from a flag, a TOML file, a
     checkpoint, a model file or :class:`fastes.ESClassifier`.
     """
-    if value is None and name in _OPTIONAL:
+    if name not in OPTIONS:
+        raise ConfigError(f"unknown config option {name!r}; choose one of: {', '.join(OPTIONS)}")
+    opt = OPTIONS[name]
+    if value is None and opt.optional:
         return None
-    if name in CHOICES:
-        choices = CHOICES[name]
-        if not isinstance(value, str) or value not in choices:
-            raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+    if opt.kind == "choice":
+        if not isinstance(value, str) or value not in opt.choices:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(opt.choices)}")
         return value
-    if name == "hidden":
+    if opt.kind == "hidden":
         return parse_hidden(value)
-    if name in _TEXT:
+    if opt.kind == "text":
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
         try:
@@ -182,18 +279,14 @@ def check_field(name: str, value: Any) -> Any:
         except UnicodeEncodeError:  # a path that is not UTF-8 cannot be written to config.toml
             raise ConfigError(f"{name} {value!r} is not UTF-8 text; rename it or give another path") from None
         return value
-    if name in _BOOLS:
+    if opt.kind == "bool":
         if not isinstance(value, (bool, np.bool_)):
             raise ConfigError(f"{name} must be true or false (unquoted), got {value!r}")
         return bool(value)
-    if name in _INTS:
-        return _check_int(name, value, _INTS[name], _INT_MAX.get(name, _INT64_MAX))
-    value = _check_float(name, value, positive=name in _POSITIVE)
-    if name in _UNIT and not value < 1.0:
-        raise ConfigError(f"{name} must be in [0, 1), got {value}")
-    if name in _DECAYS and value > 1.0:
-        raise ConfigError(f"{name} must be in (0, 1] (a per-epoch factor), got {value}")
-    if name in _FLOAT32 and not _FLOAT32_TINY <= value <= _FLOAT32_MAX:
+    if opt.kind == "int":
+        return _check_int(name, value, opt.minimum, opt.maximum)
+    value = _check_float(name, value, opt.interval)
+    if opt.float32 and not _FLOAT32_TINY <= value <= _FLOAT32_MAX:
         raise ConfigError(
             f"{name} {value:g} is outside float32's normal range [{_FLOAT32_TINY:.3g}, {_FLOAT32_MAX:.3g}] "
             f"(training computes in float32, where it would be {float(np.float32(value)):g}); choose a value in that range"
@@ -212,16 +305,19 @@ def _check_int(name: str, value: Any, minimum: int, maximum: int) -> int:
     return value
 
 
-def _check_float(name: str, value: Any, positive: bool) -> float:
+def _check_float(name: str, value: Any, interval: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
-    if not positive and value < 0:
-        raise ConfigError(f"{name} must be non-negative, got {value}")
+    low, high = (float(end) for end in interval[1:-1].split(", "))
+    above = low < value if interval[0] == "(" else low <= value
+    below = value < high if interval[-1] == ")" else value <= high
+    if not (above and below):
+        if high == math.inf:
+            raise ConfigError(f"{name} must be {'positive' if interval[0] == '(' else 'non-negative'}, got {value}")
+        raise ConfigError(f"{name} must be in {interval}, got {value}")
     return value
 
 
@@ -323,8 +419,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); give a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    known = {f.name for f in fields(Config)} | {"preset"}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - set(OPTIONS) - {"preset"})
     if unknown:
         raise ConfigError(f"config file {path}: unknown option(s) {', '.join(unknown)}")
     return data

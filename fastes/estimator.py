@@ -1,12 +1,22 @@
 """``ESClassifier``: an ES-trained MLP behind the scikit-learn estimator API.
 
-It builds the same :class:`fastes.config.Config` as the CLI (so the same validation) and
-trains with the same :class:`fastes.trainer.Trainer` and kernels; nothing of the algorithm
-is repeated here.
+Its parameters are the training options declared in :class:`fastes.config.Config` (the
+``__init__`` signature is generated from those declarations), it builds the same Config as
+the CLI (so the same validation) and trains with the same :class:`fastes.trainer.Trainer`
+and kernels; nothing of the algorithm is repeated here.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
+import textwrap
+from contextlib import contextmanager
+from dataclasses import fields
+from typing import Any, Iterator
+
+import numba
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
@@ -14,18 +24,83 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .backends import predict_logits
-from .config import Config
+from .config import OPTIONS, Config
 from .data import Dataset
+from .errors import ConfigError
 from .evaluate import softmax
 from .memory import check_fits
 from .trainer import Trainer
+
+#: The estimator's starting point, by :class:`Config` field: Config's defaults (the
+#: original program) except these, which learn small tabular problems quickly.
+DEFAULTS: dict[str, Any] = dict(hidden=(64,), population=128, sigma=0.05, lr=0.01, epochs=20, antithetic=True,
+                                shaping="centered-rank", loss="cross-entropy", optimizer="adam", init="he",
+                                shuffle=True, seed=None)
+
+#: Estimator parameter -> :class:`Config` field, for every option the estimator exposes.
+PARAMETERS: dict[str, str] = {opt.parameter: name for name, opt in OPTIONS.items() if opt.parameter}
+
+#: What a parameter means here where that differs from the option's help.
+_NOTES = {
+    "random_state": "Seeds the run: an int (the same model each fit), a RandomState, or None (a new seed from "
+                    "NumPy's global random state each fit). Initial weights, noise and batch order follow from it.",
+    "n_threads": "Numba threads of each fit and partial_fit call (None: all cores), restored when it returns.",
+}
+_TYPES = {"int": "int", "float": "float", "bool": "bool", "text": "str", "hidden": "tuple of int"}
+
+
+def _signature() -> inspect.Signature:
+    """``__init__(self, *, <every exposed option>=<its default>)``."""
+    config_defaults = {f.name: f.default for f in fields(Config)}
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for param, name in PARAMETERS.items():
+        default = DEFAULTS.get(name, config_defaults[name])
+        params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=default))
+    return inspect.Signature(params)
+
+
+_SIGNATURE = _signature()
+
+
+def _parameters_doc() -> str:
+    """The numpydoc ``Parameters`` entries, from the options' declarations."""
+    lines = []
+    for param, name in PARAMETERS.items():
+        opt = OPTIONS[name]
+        kind = _TYPES.get(opt.kind) or "{" + ", ".join(repr(c) for c in opt.choices) + "}"
+        if param == "random_state":
+            kind = "int, RandomState instance or None"
+        elif opt.optional:
+            kind += " or None"
+        default = _SIGNATURE.parameters[param].default
+        lines.append(f"    {param} : {kind}, default={default!r}")
+        note = _NOTES.get(param, f"{opt.help[0].upper()}{opt.help[1:]} (``fastes train {opt.flag}``).")
+        lines.append(textwrap.fill(note, 88, initial_indent=" " * 8, subsequent_indent=" " * 8))
+    return "\n".join(lines)
+
+
+@contextmanager
+def _numba_threads() -> Iterator[None]:
+    """Numba's thread count is restored when the block ends: ``n_threads`` applies to one
+    call (as scikit-learn scopes BLAS threads with threadpoolctl), not to the process."""
+    before = numba.get_num_threads()
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 class ESClassifier(ClassifierMixin, BaseEstimator):
     """Multi-layer perceptron classifier trained by an evolution strategy.
 
-    Parameters mirror :class:`fastes.config.Config` (see ``fastes train --help``);
-    ``random_state`` is the run seed and ``n_threads`` the Numba thread count.
+    Its parameters are the training options of ``fastes train`` (declared once, in
+    :class:`fastes.config.Config`), keyword-only, with defaults for small tabular problems;
+    ``random_state`` is the run seed and ``n_threads`` the Numba thread count of each
+    ``fit``/``partial_fit`` call. Values are checked when fitting, as the CLI checks them.
+
+    Parameters
+    ----------
+{parameters}
 
     Attributes
     ----------
@@ -40,68 +115,23 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
         Per-epoch training loss and accuracy.
     """
 
-    def __init__(
-        self,
-        hidden=(64,),
-        population=128,
-        sigma=0.05,
-        lr=0.01,
-        batch_size=64,
-        epochs=20,
-        max_seconds=None,
-        antithetic=True,
-        shaping="centered-rank",
-        loss="cross-entropy",
-        optimizer="adam",
-        weight_decay=0.0,
-        perturbation="full",
-        rank=1,
-        init="he",
-        init_std=0.1,
-        shuffle=True,
-        lr_schedule="constant",
-        random_state=None,
-        n_threads=None,
-        backend="numba",
-        address=None,
-        workers=2,
-    ):
-        self.hidden = hidden
-        self.population = population
-        self.sigma = sigma
-        self.lr = lr
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.max_seconds = max_seconds
-        self.antithetic = antithetic
-        self.shaping = shaping
-        self.loss = loss
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.perturbation = perturbation
-        self.rank = rank
-        self.init = init
-        self.init_std = init_std
-        self.shuffle = shuffle
-        self.lr_schedule = lr_schedule
-        self.random_state = random_state
-        self.n_threads = n_threads
-        self.backend = backend
-        self.address = address
-        self.workers = workers
+    __doc__ = __doc__.replace("{parameters}", _parameters_doc())
+
+    def __init__(self, **params: Any) -> None:
+        bound = _SIGNATURE.bind(self, **params)  # an unknown name is a TypeError, as for any function
+        bound.apply_defaults()
+        for param, value in list(bound.arguments.items())[1:]:
+            setattr(self, param, value)
+
+    __init__.__signature__ = _SIGNATURE  # what scikit-learn's get_params/clone read
 
     # ------------------------------------------------------------------ helpers
 
-    def _config(self, seed: int, epochs: int | None = None) -> Config:
-        return Config(
-            hidden=self.hidden, population=self.population, sigma=self.sigma, lr=self.lr,
-            batch_size=self.batch_size, epochs=epochs if epochs is not None else self.epochs,
-            max_seconds=self.max_seconds, antithetic=self.antithetic, shaping=self.shaping, loss=self.loss,
-            optimizer=self.optimizer, weight_decay=self.weight_decay, perturbation=self.perturbation,
-            rank=self.rank, init=self.init, init_std=self.init_std, shuffle=self.shuffle,
-            lr_schedule=self.lr_schedule, seed=seed, threads=self.n_threads, backend=self.backend,
-            address=self.address, workers=self.workers,
-        )
+    def _config(self, seed: int) -> Config:
+        """The run's :class:`Config`: every exposed option from its parameter, ``seed``
+        for ``random_state``, Config's defaults for the rest (data, evaluation cadence)."""
+        values = {name: getattr(self, param) for param, name in PARAMETERS.items()}
+        return Config(**{**values, "seed": seed})
 
     def _dataset(self, X, y) -> Dataset:
         n = X.shape[1]
@@ -151,31 +181,71 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        trainer = self._trainer(self._config(seed), X, y)
-        self._set_model(trainer, trainer.run(), seed)
+        with _numba_threads():
+            trainer = self._trainer(self._config(seed), X, y)
+            self._set_model(trainer, trainer.run(), seed)
         return self
 
     def partial_fit(self, X, y, classes=None, n_generations=None):
-        """Train ``n_generations`` more generations (default: one pass over X) on (X, y).
+        """Train one more epoch on (X, y): a pass over X (or ``n_generations``
+        generations), continuing from the parameters, optimizer state and counters of the
+        calls before (and of ``fit``).
 
-        The first call needs ``classes`` unless the estimator is already fitted (or y
-        holds every class). Parameters, optimizer state and the noise counter carry over.
+        Each call is an epoch of ``fit``, as in scikit-learn's SGD estimators: the epoch
+        and generation counters carry over, and the learning-rate and sigma schedules
+        follow them exactly as in ``fit``, so ``epochs`` calls on ``fit``'s data train
+        ``fit``'s model. Constant and exponential schedules have no end (an exponential
+        one decays once per pass, counted across calls). A cosine schedule anneals the
+        learning rate to 0 over ``epochs`` passes (its progress is the generations so far
+        over ``epochs`` times the batches of a pass over X): a call stops at its end, and
+        a call after its end raises ``ValueError`` (``fit`` starts again).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), numeric
+        y : array-like of shape (n_samples,), any label type
+        classes : array-like of shape (n_classes,), optional
+            Every label, needed by the first call unless y holds them all.
+        n_generations : int, optional
+            Generations to train (default: one pass over X); a pass that ends starts
+            the next epoch.
+
+        Returns
+        -------
+        self
         """
+        if n_generations is not None and (isinstance(n_generations, bool)
+                                          or not isinstance(n_generations, numbers.Integral) or n_generations < 1):
+            raise ConfigError(f"n_generations must be a positive integer or None, got {n_generations!r}")
         first = not hasattr(self, "classes_")
+        seed = None if first else getattr(self, "seed_", None)
+        if seed is None:
+            seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        config = self._config(seed)
+        state = None if first else self.state_
+        epoch = 0 if state is None else state.epoch
+        if config.lr_schedule == "cosine" and epoch >= config.epochs:
+            raise ConfigError(
+                f"lr_schedule='cosine' has annealed the learning rate to 0 over its epochs={config.epochs} passes, "
+                "which are done; call fit to train again, or use lr_schedule='constant' or 'exponential' for "
+                "open-ended training"
+            )
         X, y = validate_data(self, X, y, dtype=np.float32, reset=first)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if first:
             self.classes_ = np.unique(classes if classes is not None else y)
-        seed = getattr(self, "seed_", None)
-        if first or seed is None:
-            seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        trainer = self._trainer(self._config(seed, epochs=10**9), X, y)
+        n_batches = math.ceil(X.shape[0] / config.batch_size)
         if n_generations is None:
-            n_generations = trainer.n_batches
-        state = trainer.initial_state() if first else self.state_
-        state.epoch, state.batch, state.loss_sum, state.correct, state.seen = 0, 0, 0.0, 0, 0
-        self._set_model(trainer, trainer.run(state, max_generations=int(n_generations)), seed)
+            n_generations = n_batches
+        if config.lr_schedule != "cosine":  # a schedule without an end: the run's epochs end with this call
+            config = config.replace(epochs=epoch + math.ceil(n_generations / n_batches))
+        with _numba_threads():
+            trainer = self._trainer(config, X, y)
+            if state is None:
+                state = trainer.initial_state()
+            state.batch, state.loss_sum, state.correct, state.seen = 0, 0.0, 0, 0  # a new pass over this X
+            self._set_model(trainer, trainer.run(state, max_generations=int(n_generations)), seed)
         return self
 
     def _logits(self, X) -> np.ndarray:

@@ -75,7 +75,10 @@ def check_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 def resume_run(out: Path, changes: dict | None) -> tuple[Config, TrainState]:
     """The configuration and state of the run in ``out``, with ``changes`` (options of
-    :data:`RESUME_OPTIONS`) applied, after checking the checkpoint belongs to the folder."""
+    :data:`RESUME_OPTIONS`) applied, after checking the checkpoint belongs to the folder.
+
+    None of them changes the trajectory: ``epochs`` is refused below the epochs begun,
+    and for a cosine learning-rate schedule (whose length it is) any other value."""
     state, saved, _ = load_checkpoint(out / "checkpoint.npz")
     config = Config(**saved)
     _check_same_run(out, config)
@@ -85,6 +88,13 @@ def resume_run(out: Path, changes: dict | None) -> tuple[Config, TrainState]:
     unknown = sorted(set(changes) - set(RESUME_OPTIONS))
     if unknown:
         raise RunFolderError(f"--resume cannot change {', '.join(unknown)}; start a new run with --out instead")
+    if config.lr_schedule == "cosine" and changes.get("epochs", config.epochs) != config.epochs:
+        # its progress is generation / (epochs * batches): other epochs change every later learning rate
+        raise RunFolderError(
+            f"the run in {out} anneals its learning rate along a cosine over its {config.epochs} epochs; "
+            f"--epochs {changes['epochs']} would change every later learning rate: leave --epochs out (a run its "
+            "time budget stopped goes on with a larger --max-seconds), or start a new run with --out"
+        )
     started = state.epoch + (1 if state.batch else 0)
     if changes.get("epochs", started) < started:
         part = f" and part of epoch {state.epoch + 1}" if state.batch else ""
