@@ -16,14 +16,9 @@ from . import kernels, reference
 from .errors import ConfigError
 
 
-def to_csr(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR form of a dense (N, d) float32 matrix: (indptr int64, indices int32, values float32)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    mask = x != 0
-    indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
-    np.cumsum(mask.sum(axis=1), out=indptr[1:])
-    indices = np.nonzero(mask)[1].astype(np.int32)
-    return indptr, indices, x[mask]
+def to_csr(x: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR form of a dense (N, d) array times ``scale``: (indptr int64, indices int32, values float32)."""
+    return kernels.dense_to_csr(x, scale)
 
 
 def set_threads(threads: int | None) -> int:
@@ -47,22 +42,22 @@ class NumbaBackend:
     config : Config
     layout : ParamLayout
     table : ndarray of shape (T,), float32
-    x : ndarray of shape (N, d), float32, training inputs
-    y : ndarray of shape (N,), int32
+    dataset : Dataset
+        Its training split is what the population is scored on.
     """
 
     name = "numba"
 
-    def __init__(self, config, layout, table, x, y):
+    def __init__(self, config, layout, table, dataset):
         self.config = config
         self.layout = layout
         self.table = table
         self.threads = set_threads(config.threads)
-        self.csr = to_csr(x)
-        self.labels = np.ascontiguousarray(y, dtype=np.int32)
+        self.csr = dataset.csr("train")
+        self.labels = np.ascontiguousarray(dataset.y_train, dtype=np.int32)
         self.loss_code = kernels.LOSS_CODES[config.loss]
         self.lowrank = config.perturbation == "lowrank"
-        batch = min(config.batch_size, x.shape[0])  # a batch never holds more rows than the data
+        batch = min(config.batch_size, len(dataset.y_train))  # a batch never holds more rows than the data
         self.workspace = kernels.PopulationWorkspace(
             layout, config.n_noise, config.antithetic, batch, config.perturbation, config.rank, self.threads
         )
@@ -115,17 +110,17 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def __init__(self, config, layout, table, x, y):
+    def __init__(self, config, layout, table, dataset):
         self.config = config
         self.layout = layout
         self.table = table
-        self.x = np.ascontiguousarray(x, dtype=np.float32)
-        self.labels = np.ascontiguousarray(y, dtype=np.int32)
+        self.dataset = dataset
+        self.labels = np.ascontiguousarray(dataset.y_train, dtype=np.int32)
 
     def population_losses(self, theta, offsets, sigma, rows, generation=None):
         c = self.config
         losses, _ = reference.population_losses(
-            theta, self.table, offsets, sigma, c.antithetic, self.layout, self.x[rows], self.labels[rows],
+            theta, self.table, offsets, sigma, c.antithetic, self.layout, self.dataset.dense("train", rows), self.labels[rows],
             c.loss, c.perturbation, c.rank,
         )
         return losses
@@ -136,30 +131,27 @@ class NumpyBackend:
         return reference.noise_weighted_sum(self.table, offsets, weights, self.layout.size)
 
     def batch_metrics(self, theta, rows):
-        logits = reference.forward_logits(theta, self.layout, self.x[rows])
+        logits = reference.forward_logits(theta, self.layout, self.dataset.dense("train", rows))
         row_loss, ok = reference.losses_from_logits(logits, self.labels[rows], self.config.loss)
         return float(row_loss.sum()), int(ok.sum())
 
 
-def make_backend(config, layout, table, x, y, in_memory: bool = False):
+def make_backend(config, layout, table, dataset, in_memory: bool = False):
     """The backend named by ``config.backend``; ``in_memory`` data cannot be reloaded by
     name (remote workers must be sent it)."""
     if config.backend == "numba":
-        return NumbaBackend(config, layout, table, x, y)
+        return NumbaBackend(config, layout, table, dataset)
     if config.backend == "numpy":
-        return NumpyBackend(config, layout, table, x, y)
+        return NumpyBackend(config, layout, table, dataset)
     from .ray_backend import RayBackend
 
-    return RayBackend(config, layout, table, x, y, in_memory=in_memory)
+    return RayBackend(config, layout, table, dataset, in_memory=in_memory)
 
 
-def predict_logits(theta, layout, x, csr=None) -> np.ndarray:
-    """Logits (N, C) of a model for dense inputs (N, d), with the Numba forward kernel.
-
-    ``csr``: ``to_csr(x)`` if the caller keeps it (the trainer evaluates the same test set
-    every epoch).
-    """
+def predict_logits(theta, layout, x=None, csr=None) -> np.ndarray:
+    """Logits (N, C) of a model for dense inputs ``x`` (N, d), or for ``csr`` (a
+    :meth:`Dataset.csr` split, kept by the caller), with the Numba forward kernel."""
     theta = np.ascontiguousarray(theta, dtype=np.float32)
     csr = csr if csr is not None else to_csr(x)
-    rows = np.arange(x.shape[0], dtype=np.int64)
+    rows = np.arange(len(csr[0]) - 1, dtype=np.int64)
     return kernels.forward_logits(theta, layout, csr, rows)

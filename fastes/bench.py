@@ -86,7 +86,8 @@ class Generation:
 
     def useful_flops(self) -> float:
         """2 x :func:`useful_macs` on this generation's batch."""
-        nnz = float(np.count_nonzero(self.trainer.dataset.x_train[self.rows]))
+        indptr = self.trainer.dataset.csr("train")[0]
+        nnz = float(np.sum(indptr[self.rows + 1] - indptr[self.rows]))
         return 2.0 * useful_macs(self.config, self.trainer.layout.dims, nnz)
 
     def profile(self, repeats: int) -> dict[str, float]:
@@ -225,7 +226,7 @@ def run_bench(names: list[str] | None = None, repeats: int | None = None, thread
             "generations_per_second": round(1.0 / numba_s, 1),
             "useful_gflop": round(useful / 1e9, 4),
             "useful_gflops": round(useful / numba_s / 1e9, 1),
-            "limit_fraction": round(useful / numba_s / 1e9 / gemm, 3),
+            "limit_fraction": round(useful / numba_s / 1e9 / gemm, 4),
             "limit_ms": round(useful / (gemm * 1e9) * 1e3, 3),
         }
         if phases:

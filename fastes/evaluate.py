@@ -45,7 +45,7 @@ def _evaluate(model_path, layout, theta, config, dataset, data_dir) -> dict:
             f"model {model_path} takes {layout.dims[0]} inputs and {layout.dims[-1]} classes, "
             f"but dataset {ds.name} has {ds.n_features} features and {ds.n_classes} classes"
         )
-    logits = predict_logits(theta, layout, ds.x_test)
+    logits = predict_logits(theta, layout, csr=ds.csr("test"))
     loss = config.get("loss", "mse")
     row_loss, ok = losses_from_logits(logits, ds.y_test, loss)
     predictions = logits.argmax(axis=1)

@@ -629,7 +629,54 @@ def _gather_lowrank(table, offsets, weights, start, n_rows, rank, scale, out):
                 dst[i] = w * src[i]
 
 
+@njit(parallel=True, **JIT)
+def _row_nonzeros(x, counts):
+    """counts[r] = non-zero entries of row r of x (N, d)."""
+    for r in prange(x.shape[0]):
+        c = 0
+        for j in range(x.shape[1]):
+            c += x[r, j] != 0
+        counts[r] = c
+
+
+@njit(parallel=True, **JIT)
+def _fill_csr(x, scale, indptr, indices, values):
+    """Row r's non-zero entries of x, times ``scale``, at ``indptr[r]`` of indices/values."""
+    for r in prange(x.shape[0]):
+        p = indptr[r]
+        for j in range(x.shape[1]):
+            v = x[r, j]
+            if v != 0:
+                indices[p] = j
+                values[p] = np.float32(v) * scale
+                p += 1
+
+
 # --------------------------------------------------------------------------- public API
+
+
+def dense_to_csr(x: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR form of ``x * scale`` for a dense (N, d) array (uint8 pixels or floats).
+
+    Returns
+    -------
+    indptr : ndarray of shape (N + 1,), int64
+    indices : ndarray of shape (nnz,), int32
+    values : ndarray of shape (nnz,), float32
+    """
+    x = np.ascontiguousarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-d (rows, features), got shape {x.shape}")
+    if x.dtype not in (np.uint8, np.float32):
+        x = x.astype(np.float32)
+    counts = np.empty(x.shape[0], dtype=np.int64)
+    _row_nonzeros(x, counts)
+    indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    values = np.empty(indptr[-1], dtype=np.float32)
+    _fill_csr(x, np.float32(scale), indptr, indices, values)
+    return indptr, indices, values
 
 
 #: Widest first layer (population noise vectors x first hidden width) gathered side by side.

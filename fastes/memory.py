@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import ResourceError
 from .layout import ParamLayout
-from .noise import TABLE_SIZE
+from .noise import TABLE_SIZE, table_size_for
 
 _OPTIMIZER_ARRAYS = {"sgd": 0, "momentum": 1, "adam": 2}  # float64 state vectors of P values
 
@@ -82,11 +82,12 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     nnz = n_train * n_features if nnz is None else nnz
     widest = max(dims[1:])
     terms = {
-        "noise table": 4 * TABLE_SIZE,
+        "noise table": 4 * table_size_for(layout.noise_size(config.perturbation, config.rank)),
         # theta, a float64 gradient, optimizer state and the step's float64 temporaries
         "parameters and optimizer state": size * (4 + 8 + 8 * _OPTIMIZER_ARRAYS[config.optimizer] + 8 * 4),
-        # the sparse copy of the training set, and of train and test for the final evaluation
-        "sparse copies of the data": 2 * (n_train * n_features + 24 * nnz) + 12 * (n_test * n_features),
+        # the CSR copies of both splits (indices and values; the test split's nnz estimated
+        # at the training density), and a float32 copy of a batch at a time
+        "sparse copies of the data": 8 * (nnz + n_train + 1) + 8 * (nnz * n_test // max(n_train, 1) + n_test + 1),
         "evaluation logits": (n_train + n_test) * (n_classes * (4 + 3 * 8) + 4 * widest),
     }
     if config.backend == "numpy":

@@ -42,9 +42,9 @@ class _Worker:
         cfg = Config(**{**config, "backend": "numba", "address": None})
         dataset = None
         if arrays is not None:  # in-memory data (the estimator): shipped once by the driver
-            x, y, n_classes = arrays
-            empty = np.zeros((0, x.shape[1]), dtype=np.float32)
-            dataset = Dataset("array", x, y, empty, np.zeros(0, np.int32), n_classes, (1, x.shape[1]))
+            x, y, n_classes, scale = arrays
+            empty = np.zeros((0, x.shape[1]), dtype=x.dtype)
+            dataset = Dataset("array", x, y, empty, np.zeros(0, np.int32), n_classes, (1, x.shape[1]), scale)
         self.trainer = Trainer(cfg, dataset)
         self.backend = self.trainer.backend
         self.state = self.trainer.initial_state()
@@ -88,9 +88,9 @@ class RayBackend(NumbaBackend):
 
     name = "ray"
 
-    def __init__(self, config, layout, table, x, y, in_memory: bool = False):
+    def __init__(self, config, layout, table, dataset, in_memory: bool = False):
         ray = _import_ray()
-        super().__init__(config, layout, table, x, y)
+        super().__init__(config, layout, table, dataset)
         self.ray = ray
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -109,7 +109,7 @@ class RayBackend(NumbaBackend):
         cfg = {**config.to_dict(), "threads": threads}
         # Workers load the dataset themselves from its name or --data-dir; data that only
         # exists in this process (the estimator's arrays) goes through the object store once.
-        arrays = ray.put((x, y, layout.dims[-1])) if in_memory else None
+        arrays = ray.put((dataset.x_train, dataset.y_train, layout.dims[-1], dataset.pixel_scale)) if in_memory else None
         self.actors = [remote.remote(cfg, int(k1 - k0), arrays) for k0, k1 in self.slices]
         self.pending = None
         self.started = False

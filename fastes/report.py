@@ -17,13 +17,20 @@ from .storage import atomic_write, atomic_write_text
 from .trainer import METRIC_COLUMNS
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float, margins=(0.08, 0.12, 0.97, 0.88)):
+    """A matplotlib Figure on the Agg canvas with fixed margins (left, bottom, right, top).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Neither pyplot (0.4 s to import, global state) nor tight_layout (which measures every
+    text of every axes: half of a plot's time) is used: result plots are drawn in well
+    under a second."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    left, bottom, right, top = margins
+    fig.subplots_adjust(left=left, bottom=bottom, right=right, top=top, wspace=0.25)
+    return fig
 
 
 def plot_formats() -> tuple[str, ...]:
@@ -36,10 +43,7 @@ def plot_formats() -> tuple[str, ...]:
 def _save(fig, path: Path) -> None:
     """Write a figure atomically (a Ctrl-C leaves the old file or none, never half a plot)."""
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    try:
-        atomic_write(Path(path), lambda fh: fig.savefig(fh, dpi=100, format=fmt))
-    finally:
-        _pyplot().close(fig)
+    atomic_write(Path(path), lambda fh: fig.savefig(fh, dpi=100, format=fmt))
 
 
 def write_metrics_csv(path: Path, history: list[dict]) -> None:
@@ -97,13 +101,13 @@ def write_json(path: Path, data: dict) -> None:
 
 def plot_metrics(path: Path, history: list[dict], title: str = "") -> None:
     """Loss and accuracy curves (train and test) against epochs."""
-    plt = _pyplot()
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure(10, 4, (0.07, 0.12, 0.98, 0.84 if title else 0.9))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, label in (("train_loss", "train (batches)"), ("test_loss", "test")):
-        ax_loss.plot(epochs, [r[key] for r in history], label=label)
+        ax_loss.plot(epochs, [r[key] for r in history], marker=".", label=label)
     for key, label in (("train_accuracy", "train (batches)"), ("test_accuracy", "test")):
-        ax_acc.plot(epochs, [r[key] for r in history], label=label)
+        ax_acc.plot(epochs, [r[key] for r in history], marker=".", label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):
@@ -111,23 +115,28 @@ def plot_metrics(path: Path, history: list[dict], title: str = "") -> None:
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     _save(fig, path)
 
 
 def plot_examples(path: Path, images: np.ndarray, image_shape, predictions, truth, n: int = 16) -> None:
-    """A 4x4 grid of test images titled with prediction and truth; mistakes in red."""
-    plt = _pyplot()
+    """A 4x4 grid of test images titled with prediction and truth; mistakes in red.
+
+    One image (the tiles side by side) in one axes, not an axes per tile."""
     side = int(math.ceil(math.sqrt(n)))
-    fig, axes = plt.subplots(side, side, figsize=(2 * side, 2.2 * side))
-    for i, ax in enumerate(np.ravel(axes)):
-        ax.axis("off")
-        if i >= min(n, len(images)):
-            continue
-        ax.imshow(images[i].reshape(image_shape), cmap="gray")
+    h, w = int(image_shape[0]), int(image_shape[1])
+    gap = max(2, h // 7)
+    mosaic = np.full((side * (h + gap) - gap, side * (w + gap) - gap), np.nan, dtype=np.float32)
+    fig = _figure(2 * side, 2.2 * side, (0.01, 0.01, 0.99, 0.97))
+    ax = fig.add_subplot()
+    ax.axis("off")
+    for i in range(min(n, len(images))):
+        r, c = divmod(i, side)
+        mosaic[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = images[i].reshape(h, w)
         wrong = predictions[i] != truth[i]
-        ax.set_title(f"pred {predictions[i]} / true {truth[i]}" + (" ✗" if wrong else ""), color="red" if wrong else "black", fontsize=9)
-    fig.tight_layout()
+        ax.text(c * (w + gap) + w / 2, r * (h + gap) - 0.5, f"pred {predictions[i]} / true {truth[i]}" + (" ✗" if wrong else ""),
+                color="red" if wrong else "black", fontsize=9, ha="center", va="bottom")
+    ax.imshow(np.ma.masked_invalid(mosaic), cmap="gray")
+    ax.set_ylim(mosaic.shape[0] - 0.5, -0.5 - 0.25 * h)
     _save(fig, path)
 
 
@@ -141,9 +150,9 @@ def confusion_matrix(truth, predictions, n_classes: int) -> np.ndarray:
 def plot_confusion(path: Path, truth, predictions, labels) -> None:
     """The test confusion matrix as an annotated image (the layout of scikit-learn's
     ``ConfusionMatrixDisplay``, counted by NumPy: importing scikit-learn costs 1.2 s)."""
-    plt = _pyplot()
     counts = confusion_matrix(truth, predictions, len(labels))
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig = _figure(7, 6, (0.1, 0.1, 0.95, 0.92))
+    ax = fig.add_subplot()
     ax.imshow(counts, cmap="viridis")
     threshold = counts.max() / 2.0
     for i in range(len(labels)):
@@ -153,7 +162,6 @@ def plot_confusion(path: Path, truth, predictions, labels) -> None:
     ticks = np.arange(len(labels))
     ax.set(xticks=ticks, yticks=ticks, xticklabels=labels, yticklabels=labels,
            xlabel="Predicted label", ylabel="True label", title="test confusion matrix")
-    fig.tight_layout()
     _save(fig, path)
 
 
@@ -185,8 +193,8 @@ def classification_table(truth, predictions, labels) -> str:
 
 def plot_accuracy_vs_time(path: Path, runs: list[tuple[str, list[dict]]]) -> None:
     """Test accuracy against wall seconds (log scale) for several runs on one plot."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = _figure(8, 5, (0.09, 0.11, 0.97, 0.92))
+    ax = fig.add_subplot()
     for label, history in runs:
         points = [(r["wall_seconds"], r["test_accuracy"]) for r in history if r["wall_seconds"] > 0]
         if points:
@@ -195,5 +203,4 @@ def plot_accuracy_vs_time(path: Path, runs: list[tuple[str, list[dict]]]) -> Non
     ax.set(xlabel="wall seconds (log scale)", ylabel="test accuracy", title="test accuracy against wall time")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
     _save(fig, path)

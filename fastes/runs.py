@@ -265,9 +265,9 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
     (out / "summary.json").unlink(missing_ok=True)
     theta = state.theta
     started = time.perf_counter()
-    train_loss, train_acc = trainer.evaluate(theta, ds.x_train, ds.y_train)
-    test_loss, test_acc = trainer.evaluate(theta, ds.x_test, ds.y_test)
-    predictions = trainer.logits(theta, ds.x_test).argmax(axis=1)
+    train_loss, train_acc = trainer.evaluate(theta, "train")
+    test_loss, test_acc = trainer.evaluate(theta, "test")
+    predictions = trainer.logits(theta, "test").argmax(axis=1)
     labels = list(range(ds.n_classes))
     summary = {
         "config": cfg.to_dict(),
@@ -289,7 +289,7 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
     title = f"fastes {cfg.backend}: test accuracy {test_acc:.4f}"
     if state.history:
         report.plot_metrics(out / "metrics.png", state.history, title)
-    report.plot_examples(out / "examples.png", ds.x_test[:16], ds.image_shape, predictions[:16], ds.y_test[:16])
+    report.plot_examples(out / "examples.png", ds.dense("test", slice(0, 16)), ds.image_shape, predictions[:16], ds.y_test[:16])
     report.plot_confusion(out / "confusion_matrix.png", ds.y_test, predictions, labels)
     atomic_write_text(out / "classification_report.txt", report.classification_table(ds.y_test, predictions, labels))
     report.write_json(out / "summary.json", summary)

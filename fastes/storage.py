@@ -16,6 +16,7 @@ import math
 import os
 import struct
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -106,8 +107,9 @@ def read_npz(path: str | Path, kind: str) -> dict[str, np.ndarray]:
     except ModelFileError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
-            NotImplementedError, RuntimeError, struct.error, SyntaxError, TypeError) as exc:
-        # what a damaged archive raises: bad CRC, truncated member, unsupported compression ...
+            NotImplementedError, RuntimeError, struct.error, SyntaxError, TypeError, tokenize.TokenError) as exc:
+        # what a damaged archive raises: bad CRC, truncated member, unsupported compression, a
+        # .npy header NumPy cannot tokenize ...
         raise ModelFileError(f"{kind} file {path} is corrupt or truncated ({one_line(exc)})") from None
     return arrays
 

@@ -17,12 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import make_backend, predict_logits, to_csr
+from .backends import make_backend, predict_logits
 from .data import Dataset, load_dataset
 from .diagnose import divergence_message
 from .errors import DivergenceError
 from .layout import ParamLayout
-from .noise import TABLE_SIZE, noise_table
+from .noise import noise_table, table_size_for
 from .reference import losses_from_logits
 from .strategy import ESState, OpenES, schedule
 
@@ -104,18 +104,17 @@ class Trainer:
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
         ds = self.dataset
         self.layout = ParamLayout.for_mlp(ds.n_features, config.hidden, ds.n_classes)
-        self.table = noise_table()
         noise_size = self.layout.noise_size(config.perturbation, config.rank)
-        self.es = OpenES(config, noise_size, TABLE_SIZE, self.layout.size)
-        self.backend = make_backend(config, self.layout, self.table, ds.x_train, ds.y_train, in_memory=dataset is not None)
-        self.n_train = ds.x_train.shape[0]
+        self.table = noise_table(table_size_for(noise_size))
+        self.es = OpenES(config, noise_size, len(self.table), self.layout.size)
+        self.backend = make_backend(config, self.layout, self.table, ds, in_memory=dataset is not None)
+        self.n_train = len(ds.y_train)
         self.n_batches = math.ceil(self.n_train / config.batch_size)
         self.total_generations = config.epochs * self.n_batches
         self.progress = progress
         self.stop_requested = False
         #: Seconds the kernels took to compile or load from Numba's cache (:meth:`prepare`).
         self.compile_seconds: float | None = None
-        self._csr_cache: dict[int, tuple] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -124,18 +123,17 @@ class Trainer:
         theta = self.layout.init(self.config.init, self.config.init_std, rng)
         return TrainState(theta=theta)
 
-    def logits(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Logits (N, C) of ``theta`` for x (N, d); x's CSR form is kept, since the test set
-        is evaluated every epoch (the array is held too, so its id stays its own)."""
-        if id(x) not in self._csr_cache:
-            self._csr_cache[id(x)] = (x, to_csr(x))
-        return predict_logits(theta, self.layout, x, self._csr_cache[id(x)][1])
+    def logits(self, theta: np.ndarray, split: str) -> np.ndarray:
+        """Logits (N, C) of ``theta`` on the dataset's ``"train"`` or ``"test"`` split (its CSR
+        form is built once, by the dataset)."""
+        return predict_logits(theta, self.layout, csr=self.dataset.csr(split))
 
-    def evaluate(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """Mean loss and accuracy of ``theta`` on (x (N, d), y (N,))."""
+    def evaluate(self, theta: np.ndarray, split: str) -> tuple[float, float]:
+        """Mean loss and accuracy of ``theta`` on the ``"train"`` or ``"test"`` split."""
+        y = self.dataset.split(split)[1]
         if len(y) == 0:
             return float("nan"), float("nan")
-        row_loss, ok = losses_from_logits(self.logits(theta, x), y, self.config.loss)
+        row_loss, ok = losses_from_logits(self.logits(theta, split), y, self.config.loss)
         return float(row_loss.mean()), float(ok.mean())
 
     def prepare(self, state: TrainState) -> float:
@@ -161,8 +159,7 @@ class Trainer:
         weights = es.weights(np.array(backend.population_losses(probe.theta, offsets, cfg.sigma, rows), copy=True))
         backend.noise_sum(offsets, np.zeros_like(weights))
         backend.batch_metrics(probe.theta, rows)
-        if len(self.dataset.y_test):
-            self.evaluate(probe.theta, self.dataset.x_test, self.dataset.y_test)
+        self.evaluate(probe.theta, "test")
         self.compile_seconds = time.perf_counter() - started
         if self.progress is not None:
             self.progress({"stage": "compile", "seconds": self.compile_seconds})
@@ -266,7 +263,7 @@ class Trainer:
         if state.history and state.history[-1]["generation"] == es_state.generation:
             return  # this generation is measured already (an epoch's end, then the budget)
         ds = self.dataset
-        test_loss, test_acc = self.evaluate(es_state.theta, ds.x_test, ds.y_test)
+        test_loss, test_acc = self.evaluate(es_state.theta, "test")
         epoch = state.epoch + (state.batch / self.n_batches if partial else 0.0)
         row = {
             "epoch": round(epoch, 4),

@@ -10,14 +10,29 @@ from fastes.errors import DatasetError
 
 def test_bundled_mnist_shapes_and_scaling():
     ds = load_dataset("mnist")
-    assert ds.x_train.shape == (60000, 784) and ds.x_train.dtype == np.float32
+    # pixels kept as the bytes they are (a quarter of float32's memory), scaled on use
+    assert ds.x_train.shape == (60000, 784) and ds.x_train.dtype == np.uint8 and ds.pixel_scale == 1 / 255
     assert ds.x_test.shape == (10000, 784)
     assert ds.y_train.shape == (60000,) and ds.y_test.shape == (10000,)
     assert ds.n_classes == 10 and ds.image_shape == (28, 28)
-    assert 0.0 == ds.x_train.min() and ds.x_train.max() == 1.0
+    first = ds.dense("train", np.arange(100))
+    assert first.dtype == np.float32 and first.min() == 0.0 and first.max() == 1.0
     assert set(np.unique(ds.y_train)) == set(range(10))
     # 150 non-zero pixels per image on average
-    assert 140 < (ds.x_train != 0).sum(axis=1).mean() < 160
+    indptr, indices, values = ds.csr("train")
+    assert 140 < indptr[-1] / 60000 < 160
+    assert ds.csr("train") is ds.csr("train")  # built once
+
+
+def test_csr_and_dense_agree_with_the_stored_pixels():
+    import scipy.sparse as sp
+
+    ds = load_dataset("mnist")
+    rows = np.arange(0, 60000, 997)
+    indptr, indices, values = ds.csr("train")
+    m = sp.csr_matrix((values, indices, indptr), shape=(60000, 784))
+    np.testing.assert_array_equal(m[rows].toarray(), ds.dense("train", rows))
+    np.testing.assert_allclose(ds.dense("train", rows), ds.x_train[rows] / np.float32(255), rtol=1e-7)
 
 
 def test_bundled_checksums_verified(tmp_path):
