@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from .config import Config
+from .runs import peak_rss_mb
 
 #: name -> Config overrides. Population counts members (antithetic pairs count twice).
 CONFIGS: dict[str, dict] = {
@@ -242,6 +243,7 @@ def run_bench(names: list[str] | None = None, repeats: int | None = None, thread
         "date": date.today().isoformat(),
         "numpy": np.__version__,
         "numba": numba.__version__,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -259,6 +260,16 @@ def train_to_folder(config: Config | None, out: Path, resume: bool = False, over
     return summary, exit_code
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kilobytes / (1024 if sys.platform != "darwin" else 1024 * 1024), 1)
+
+
 def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool = True) -> dict:
     """model.npz, metrics.csv, the plots, then summary.json (last: it marks a complete run)."""
     cfg, ds, layout = trainer.config, trainer.dataset, trainer.layout
@@ -292,6 +303,7 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
     report.plot_examples(out / "examples.png", ds.dense("test", slice(0, 16)), ds.image_shape, predictions[:16], ds.y_test[:16])
     report.plot_confusion(out / "confusion_matrix.png", ds.y_test, predictions, labels)
     atomic_write_text(out / "classification_report.txt", report.classification_table(ds.y_test, predictions, labels))
+    summary["peak_rss_mb"] = peak_rss_mb()
     report.write_json(out / "summary.json", summary)
     summary["reporting_seconds"] = round(time.perf_counter() - started, 3)
     return summary
