@@ -595,7 +595,10 @@ def _compiled(impl):
 _first_layer, _first_layer_serial = _compiled(_first_layer_impl)
 _member_losses, _member_losses_serial = _compiled(_member_losses_impl)
 _reduce_members, _reduce_members_serial = _compiled(_reduce_members_impl)
-_forward_rows, _forward_rows_serial = _compiled(_forward_rows_impl)
+# The unperturbed forward pass runs on one thread: a batch's metrics are too little work to
+# share out, a test-set evaluation takes milliseconds, and one variant compiles instead of
+# two (1.9 s of a first run).
+_forward_rows = njit(**JIT)(_forward_rows_impl)
 _row_losses = njit(**JIT)(_row_losses_impl)
 
 
@@ -629,20 +632,22 @@ def _gather_lowrank(table, offsets, weights, start, n_rows, rank, scale, out):
                 dst[i] = w * src[i]
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def _row_nonzeros(x, counts):
-    """counts[r] = non-zero entries of row r of x (N, d)."""
-    for r in prange(x.shape[0]):
+    """counts[r] = non-zero entries of row r of x (N, d). Serial, like :func:`_fill_csr`:
+    they run once per split (30 ms for MNIST's training set), and a parallel kernel would
+    add seconds to the first run's compile."""
+    for r in range(x.shape[0]):
         c = 0
         for j in range(x.shape[1]):
             c += x[r, j] != 0
         counts[r] = c
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def _fill_csr(x, scale, indptr, indices, values):
     """Row r's non-zero entries of x, times ``scale``, at ``indptr[r]`` of indices/values."""
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         p = indptr[r]
         for j in range(x.shape[1]):
             v = x[r, j]
@@ -782,7 +787,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "hscratch": ((slots, 2 * (block + ROW_GROUP - 1) * max(dims[1:])), f32),
         "lscratch": ((slots, dims[-1] * (block + ROW_GROUP)), f32),
         "vscratch": ((slots, 6, block + 1), f32),
-        "row_loss": ((members, batch), f64),
+        "row_loss": ((members * batch,), f64),  # (members, rows) of the current batch, C-ordered
         "out_loss": ((members,), f64),
     }
     # The first layer's work is the batch's sparse rows times every gathered column: worth
@@ -836,9 +841,7 @@ class ForwardWorkspace:
         n, n_out = len(rows), self.layout.dims[-1]
         out = self.logits[: n * n_out]
         _transpose_layers(theta, self.geo, self.wt_base)
-        # one block of rows is too little work to share out
-        forward = _forward_rows_serial if n <= FORWARD_BLOCK else _forward_rows
-        forward(theta, self.geo, csr[0], csr[1], csr[2], rows, self.wt_base, self.bscratch, self.zeros,
+        _forward_rows(theta, self.geo, csr[0], csr[1], csr[2], rows, self.wt_base, self.bscratch, self.zeros,
                 self.hscratch, self.lscratch, out)
         return out.reshape(n, n_out)
 
@@ -976,7 +979,9 @@ class PopulationWorkspace:
               self.base, self.proj, self.wt_base)
         if tick is not None:
             tick = _lap(timings, "first_layer", tick)
-        row_loss = self.row_loss[:, :batch] if batch < self.batch else self.row_loss
+        # a C-contiguous (n, rows) view for every batch size: a strided view for the last,
+        # smaller batch would be another type and compile a second kernel inside the clock
+        row_loss = self.row_loss[: self.n_members * batch].reshape(self.n_members, batch)
         members(table, offsets, np.float32(sigma), self.geo, flags, indptr, indices, values, rows, labels,
                 self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
                 self.vscratch,
