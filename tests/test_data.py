@@ -117,3 +117,17 @@ def test_digits():
 
 def test_idx_names_cover_all_four():
     assert sorted(IDX_FILES.values()) == sorted(p.name[:-3] for p in bundled_mnist_dir().glob("*.gz"))
+
+
+def test_verified_files_are_cached_and_a_bad_cache_is_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTES_CACHE_DIR", str(tmp_path / "cache"))
+    first = load_idx_folder(bundled_mnist_dir(), verify_checksums=True)
+    cached = sorted((tmp_path / "cache").iterdir())
+    assert len(cached) == 4
+    again = load_idx_folder(bundled_mnist_dir(), verify_checksums=True)
+    np.testing.assert_array_equal(first.x_test, again.x_test)
+    victim = next(p for p in cached if p.name.startswith("t10k-labels"))
+    raw = bytearray(victim.read_bytes())
+    raw[-1] = (raw[-1] + 1) % 10  # a cached copy whose bytes changed is decompressed afresh
+    victim.write_bytes(bytes(raw))
+    np.testing.assert_array_equal(load_idx_folder(bundled_mnist_dir(), verify_checksums=True).y_test, first.y_test)
