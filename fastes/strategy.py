@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from .noise import member_offsets
+from .layout import ParamLayout
+from .noise import member_offsets, noise_table, table_size_for
 from .optimizers import make_optimizer
 
 
@@ -130,3 +131,12 @@ class OpenES:
         self.optimizer.step(state.theta, grad, lr)
         state.generation += 1
         return state
+
+
+def build_strategy(config, dataset) -> tuple[ParamLayout, np.ndarray, OpenES]:
+    """What a run on ``dataset`` evolves and draws from: the model's layout, the shared
+    noise table (sized to its noise vectors) and the strategy."""
+    layout = ParamLayout.for_mlp(dataset.n_features, config.hidden, dataset.n_classes)
+    noise_size = layout.noise_size(config.perturbation, config.rank)
+    table = noise_table(table_size_for(noise_size))
+    return layout, table, OpenES(config, noise_size, len(table), layout.size)

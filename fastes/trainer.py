@@ -17,14 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import make_backend, predict_logits
+from .backends import Backend, NumbaBackend, NumpyBackend, predict_logits
 from .data import Dataset, load_dataset
 from .diagnose import divergence_message
 from .errors import DivergenceError
-from .layout import ParamLayout
-from .noise import noise_table, table_size_for
 from .reference import losses_from_logits
-from .strategy import ESState, OpenES, schedule
+from .strategy import ESState, build_strategy, schedule
 
 #: Test-accuracy levels whose first wall second ``summary.json`` records.
 ACCURACY_LEVELS = ("0.80", "0.85", "0.89", "0.95", "0.97", "0.98")
@@ -86,6 +84,18 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n).astype(np.int64)
 
 
+def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Backend:
+    """The backend named by ``config.backend``; ``in_memory`` data cannot be reloaded by
+    name (remote workers must be sent it)."""
+    if config.backend == "numba":
+        return NumbaBackend(config, layout, table, dataset)
+    if config.backend == "numpy":
+        return NumpyBackend(config, layout, table, dataset)
+    from .ray_backend import RayBackend
+
+    return RayBackend(config, layout, table, dataset, in_memory=in_memory)
+
+
 class Trainer:
     """Trains an MLP with ES as ``config`` says.
 
@@ -103,10 +113,7 @@ class Trainer:
         self.config = config
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
         ds = self.dataset
-        self.layout = ParamLayout.for_mlp(ds.n_features, config.hidden, ds.n_classes)
-        noise_size = self.layout.noise_size(config.perturbation, config.rank)
-        self.table = noise_table(table_size_for(noise_size))
-        self.es = OpenES(config, noise_size, len(self.table), self.layout.size)
+        self.layout, self.table, self.es = build_strategy(config, ds)
         self.backend = make_backend(config, self.layout, self.table, ds, in_memory=dataset is not None)
         self.n_train = len(ds.y_train)
         self.n_batches = math.ceil(self.n_train / config.batch_size)
