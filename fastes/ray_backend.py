@@ -72,9 +72,8 @@ class _Worker:
     def begin(self, theta: np.ndarray, optimizer: dict, generation: int) -> int:
         """Take the driver's parameters, optimizer state and generation; returns the
         parameter count (the driver checks that every worker built the same model)."""
-        self.state = ESState(np.array(theta, dtype=np.float32), generation)
-        if optimizer:
-            self.es.optimizer.load_state(optimizer)
+        # copies: what Ray delivers is read-only, and the worker updates its state in place
+        self.state = ESState(np.array(theta, dtype=np.float32), generation, {k: np.array(v) for k, v in optimizer.items()})
         self.offsets = None
         return self.layout.size
 

@@ -33,7 +33,8 @@ from .data import load_dataset
 from .errors import ConfigError, DivergenceError, Interrupted, ModelFileError, RunFolderError
 from .memory import check_fits
 from .storage import atomic_write_text, load_checkpoint, save_checkpoint, save_model
-from .trainer import ACCURACY_LEVELS, Trainer, TrainState
+from .state import ACCURACY_LEVELS, TrainState
+from .trainer import Trainer
 
 __all__ = ["RESULT_FILES", "RESUME_OPTIONS", "RunFolderError", "default_out_dir", "train_to_folder", "write_results"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -22,60 +21,8 @@ from .data import Dataset, load_dataset
 from .diagnose import divergence_message
 from .errors import DivergenceError
 from .reference import losses_from_logits
-from .strategy import ESState, build_strategy, schedule
-
-#: Test-accuracy levels whose first wall second ``summary.json`` records.
-ACCURACY_LEVELS = ("0.80", "0.85", "0.89", "0.95", "0.97", "0.98")
-
-METRIC_COLUMNS = ("epoch", "generation", "wall_seconds", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
-
-
-@dataclass
-class TrainState:
-    """Everything needed to continue a run exactly where it stopped.
-
-    Attributes
-    ----------
-    theta : ndarray of shape (P,), float32
-    generation : int
-        Generations done (indexes the noise).
-    epoch, batch : int
-        Epoch in progress and index of its next batch.
-    loss_sum, correct, seen : float, int, int
-        Running sums over the epoch's batches so far (updated model on its batch).
-    elapsed : float
-        Wall seconds of training before this process took over.
-    history : list of dict
-        Rows of metrics.csv so far.
-    time_to_accuracy : dict
-        First wall second at which test accuracy reached each of :data:`ACCURACY_LEVELS`.
-    optimizer : dict
-        The optimizer's state arrays (empty before the first run).
-    """
-
-    theta: np.ndarray
-    generation: int = 0
-    epoch: int = 0
-    batch: int = 0
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    elapsed: float = 0.0
-    history: list = field(default_factory=list)
-    time_to_accuracy: dict = field(default_factory=lambda: {k: None for k in ACCURACY_LEVELS})
-    optimizer: dict = field(default_factory=dict)
-
-
-    @property
-    def train_loss(self) -> float:
-        """Mean loss of the updated model over the epoch's batches so far (NaN before any)."""
-        return self.loss_sum / self.seen if self.seen else float("nan")
-
-    @property
-    def train_accuracy(self) -> float:
-        """Accuracy of the updated model over the epoch's batches so far (NaN before any)."""
-        return self.correct / self.seen if self.seen else float("nan")
-
+from .state import ACCURACY_LEVELS, ESState, TrainState
+from .strategy import build_strategy, schedule
 
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
     """Row order of an epoch: in order (the original), or a permutation from (seed, epoch)."""
@@ -128,7 +75,7 @@ class Trainer:
     def initial_state(self) -> TrainState:
         rng = np.random.default_rng(self.config.seed)
         theta = self.layout.init(self.config.init, self.config.init_std, rng)
-        return TrainState(theta=theta)
+        return TrainState(theta=theta, optimizer=self.es.optimizer.state())
 
     def logits(self, theta: np.ndarray, split: str) -> np.ndarray:
         """Logits (N, C) of ``theta`` on the dataset's ``"train"`` or ``"test"`` split (its CSR
@@ -188,11 +135,8 @@ class Trainer:
         cfg = self.config
         state = state or self.initial_state()
         self.prepare(state)
-        es, backend = self.es, self.backend
-        if state.optimizer:
-            es.optimizer.load_state(state.optimizer)
-        es_state = ESState(state.theta, state.generation)
-        backend.begin(es_state.theta, es.optimizer.state(), es_state.generation)
+        backend = self.backend
+        backend.begin(state.theta, state.optimizer, state.generation)
         start = time.perf_counter() - state.elapsed
         next_eval = self._next_eval(state.elapsed)
         next_progress = 0.0
@@ -203,16 +147,16 @@ class Trainer:
             sigma = schedule(cfg.sigma_schedule, cfg.sigma, cfg.sigma_decay, state.epoch, 0.0)
             while state.batch < n_batches:
                 if self.stop_requested or (max_generations is not None and done >= max_generations):
-                    return self._pause(state, es_state, start)
+                    return self._pause(state, start)
                 if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
                     # the budget ends the run where it is (a larger --max-seconds can resume it)
-                    self._record(state, es_state, time.perf_counter() - start, partial=True)
-                    return self._pause(state, es_state, start)
+                    self._record(state, time.perf_counter() - start, partial=True)
+                    return self._pause(state, start)
                 rows = order[state.batch * batch : (state.batch + 1) * batch]
-                progress_frac = es_state.generation / max(self.total_generations, 1)
+                progress_frac = state.generation / max(self.total_generations, 1)
                 lr = schedule(cfg.lr_schedule, cfg.lr, cfg.lr_decay, state.epoch, progress_frac)
-                self.generation(es_state, rows, sigma, lr, state.epoch)
-                loss_sum, correct = backend.batch_metrics(es_state.theta, rows)
+                self.generation(state, rows, sigma, lr, state.epoch)
+                loss_sum, correct = backend.batch_metrics(state.theta, rows)
                 state.loss_sum += loss_sum
                 state.correct += correct
                 state.seen += len(rows)
@@ -220,36 +164,36 @@ class Trainer:
                 done += 1
                 now = time.perf_counter() - start
                 if now >= next_eval and state.batch < n_batches:  # (an epoch's end records anyway)
-                    self._record(state, es_state, now, partial=True)
+                    self._record(state, now, partial=True)
                     next_eval = self._next_eval(now)
                 if self.progress is not None and now >= next_progress:
                     next_progress = now + 0.25
-                    self._report(state, es_state, now)
-            if not np.isfinite(es_state.theta).all():
-                raise DivergenceError(divergence_message(self, es_state.generation, es_state.theta, None, state.epoch))
+                    self._report(state, now)
+            if not np.isfinite(state.theta).all():
+                raise DivergenceError(divergence_message(self, state.generation, state.theta, None, state.epoch))
             state.epoch += 1
             state.batch = 0
-            self._record(state, es_state, time.perf_counter() - start, partial=False)
+            self._record(state, time.perf_counter() - start, partial=False)
             state.loss_sum, state.correct, state.seen = 0.0, 0, 0
             next_eval = self._next_eval(time.perf_counter() - start)
             if on_epoch is not None:
-                self._pause(state, es_state, start)
+                self._pause(state, start)
                 on_epoch(state)
-        return self._pause(state, es_state, start)
+        return self._pause(state, start)
 
-    def generation(self, es_state, rows: np.ndarray, sigma: float, lr: float, epoch: int = 0) -> np.ndarray:
+    def generation(self, state: ESState, rows: np.ndarray, sigma: float, lr: float, epoch: int = 0) -> np.ndarray:
         """One ES generation on training ``rows`` (B,): ask for noise, score the population,
         shape the losses, estimate the gradient, step. Returns the losses, shape (n,).
 
-        ``es_state`` is anything with ``theta`` and ``generation`` (both updated)."""
+        ``state`` (its parameters, optimizer state and generation) is updated in place."""
         es, backend = self.es, self.backend
-        offsets = es.ask(es_state)
-        losses = backend.population_losses(es_state.theta, offsets, sigma, rows, es_state.generation)
+        offsets = es.ask(state)
+        losses = backend.population_losses(state.theta, offsets, sigma, rows, state.generation)
         if not np.isfinite(losses).all():
-            raise DivergenceError(divergence_message(self, es_state.generation, es_state.theta, rows, epoch))
+            raise DivergenceError(divergence_message(self, state.generation, state.theta, rows, epoch))
         weights = es.weights(losses)
         grad = backend.noise_sum(offsets, weights)
-        es.tell(es_state, grad, lr)
+        es.tell(state, grad, lr)
         backend.record_step(weights, lr)
         return losses
 
@@ -259,22 +203,19 @@ class Trainer:
         every = self.config.eval_every_seconds
         return now + every if now >= every else min(max(2.0 * now, 1.0), every)
 
-    def _pause(self, state: TrainState, es_state: ESState, start: float) -> TrainState:
-        state.theta = es_state.theta
-        state.generation = es_state.generation
+    def _pause(self, state: TrainState, start: float) -> TrainState:
         state.elapsed = time.perf_counter() - start
-        state.optimizer = self.es.optimizer.state()
         return state
 
-    def _record(self, state: TrainState, es_state: ESState, now: float, partial: bool) -> None:
-        if state.history and state.history[-1]["generation"] == es_state.generation:
+    def _record(self, state: TrainState, now: float, partial: bool) -> None:
+        if state.history and state.history[-1]["generation"] == state.generation:
             return  # this generation is measured already (an epoch's end, then the budget)
         ds = self.dataset
-        test_loss, test_acc = self.evaluate(es_state.theta, "test")
+        test_loss, test_acc = self.evaluate(state.theta, "test")
         epoch = state.epoch + (state.batch / self.n_batches if partial else 0.0)
         row = {
             "epoch": round(epoch, 4),
-            "generation": es_state.generation,
+            "generation": state.generation,
             "wall_seconds": round(now, 3),
             "train_loss": state.train_loss,
             "train_accuracy": state.train_accuracy,
@@ -286,19 +227,19 @@ class Trainer:
             if state.time_to_accuracy.get(level) is None and test_acc >= float(level):
                 state.time_to_accuracy[level] = round(now, 3)
         if self.progress is not None:
-            self._report(state, es_state, now, row)
+            self._report(state, now, row)
 
-    def _report(self, state: TrainState, es_state: ESState, now: float, row: dict | None = None) -> None:
+    def _report(self, state: TrainState, now: float, row: dict | None = None) -> None:
         self.progress({
             "epoch": state.epoch,
             "epochs": self.config.epochs,
             "batch": state.batch,
             "n_batches": self.n_batches,
-            "generation": es_state.generation,
+            "generation": state.generation,
             "total_generations": self.total_generations,
             "elapsed": now,
             "max_seconds": self.config.max_seconds,
-            "generations_per_second": es_state.generation / now if now > 0 else 0.0,
+            "generations_per_second": state.generation / now if now > 0 else 0.0,
             "train_loss": state.train_loss,
             "train_accuracy": state.train_accuracy,
             "row": row,

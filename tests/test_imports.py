@@ -4,6 +4,8 @@ Every ``from .x import ...`` and ``from . import x`` of ``fastes/*.py`` is an ed
 it is written (a function-level import is an edge too: it only delays the cycle)."""
 
 import ast
+import subprocess
+import sys
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -38,3 +40,9 @@ def test_the_import_graph_has_no_cycle():
         tuple(TopologicalSorter(import_graph()).static_order())
     except CycleError as exc:
         pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+@pytest.mark.parametrize("module", ["fastes.report", "fastes.storage"])
+def test_files_and_reports_load_no_training_code(module):
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert module in loaded
+    assert not loaded & {"fastes.trainer", "fastes.kernels", "fastes.backends", "numba"}
