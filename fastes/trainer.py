@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -41,6 +42,65 @@ def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Bac
     from .ray_backend import RayBackend
 
     return RayBackend(config, layout, table, dataset, in_memory=in_memory)
+
+
+def next_evaluation(now: float, every: float) -> float:
+    """When to measure test accuracy next, ``now`` seconds into a run: after 1, 2, 4, 8,
+    16 s (so that time-to-accuracy is resolved early in a run), then every ``every`` s."""
+    return now + every if now >= every else min(max(2.0 * now, 1.0), every)
+
+
+class _Clock:
+    """A run's wall seconds (continuing the ``elapsed`` seconds it had before this
+    process took over), and when its next timed evaluation and progress report are due."""
+
+    PROGRESS_EVERY = 0.25
+
+    def __init__(self, elapsed: float, eval_every: float):
+        self.start = time.perf_counter() - elapsed
+        self.eval_every = eval_every
+        self.next_eval = next_evaluation(elapsed, eval_every)
+        self.next_progress = 0.0
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start
+
+    def evaluation_due(self, now: float) -> bool:
+        """Whether a timed evaluation is due (if so, the next one is scheduled)."""
+        if now < self.next_eval:
+            return False
+        self.evaluated(now)
+        return True
+
+    def evaluated(self, now: float) -> None:
+        self.next_eval = next_evaluation(now, self.eval_every)
+
+    def progress_due(self, now: float) -> bool:
+        """Whether a progress report is due (if so, the next one is scheduled)."""
+        if now < self.next_progress:
+            return False
+        self.next_progress = now + self.PROGRESS_EVERY
+        return True
+
+    def stamp(self, state: TrainState) -> TrainState:
+        """``state`` with its elapsed seconds brought up to now."""
+        state.elapsed = self.now()
+        return state
+
+
+@dataclass
+class _Budget:
+    """What may end a run before its epochs, besides a stop request."""
+
+    max_seconds: float | None
+    max_generations: int | None
+    done: int = 0  #: generations run by this call
+
+    def generations_spent(self) -> bool:
+        return self.max_generations is not None and self.done >= self.max_generations
+
+    def seconds_spent(self, now: float) -> bool:
+        return self.max_seconds is not None and now >= self.max_seconds
 
 
 class Trainer:
@@ -132,54 +192,84 @@ class Trainer:
 
         ``on_epoch`` is called after each finished epoch (checkpoints hook in here).
         """
-        cfg = self.config
         state = state or self.initial_state()
         self.prepare(state)
-        backend = self.backend
-        backend.begin(state.theta, state.optimizer, state.generation)
-        start = time.perf_counter() - state.elapsed
-        next_eval = self._next_eval(state.elapsed)
-        next_progress = 0.0
-        done = 0
-        n_batches, batch = self.n_batches, cfg.batch_size
-        while state.epoch < cfg.epochs:
-            order = epoch_order(cfg.seed, state.epoch, self.n_train, cfg.shuffle)
-            sigma = schedule(cfg.sigma_schedule, cfg.sigma, cfg.sigma_decay, state.epoch, 0.0)
-            while state.batch < n_batches:
-                if self.stop_requested or (max_generations is not None and done >= max_generations):
-                    return self._pause(state, start)
-                if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
-                    # the budget ends the run where it is (a larger --max-seconds can resume it)
-                    self._record(state, time.perf_counter() - start, partial=True)
-                    return self._pause(state, start)
-                rows = order[state.batch * batch : (state.batch + 1) * batch]
-                progress_frac = state.generation / max(self.total_generations, 1)
-                lr = schedule(cfg.lr_schedule, cfg.lr, cfg.lr_decay, state.epoch, progress_frac)
-                self.generation(state, rows, sigma, lr, state.epoch)
-                loss_sum, correct = backend.batch_metrics(state.theta, rows)
-                state.loss_sum += loss_sum
-                state.correct += correct
-                state.seen += len(rows)
-                state.batch += 1
-                done += 1
-                now = time.perf_counter() - start
-                if now >= next_eval and state.batch < n_batches:  # (an epoch's end records anyway)
-                    self._record(state, now, partial=True)
-                    next_eval = self._next_eval(now)
-                if self.progress is not None and now >= next_progress:
-                    next_progress = now + 0.25
-                    self._report(state, now)
-            if not np.isfinite(state.theta).all():
-                raise DivergenceError(divergence_message(self, state.generation, state.theta, None, state.epoch))
-            state.epoch += 1
-            state.batch = 0
-            self._record(state, time.perf_counter() - start, partial=False)
-            state.loss_sum, state.correct, state.seen = 0.0, 0, 0
-            next_eval = self._next_eval(time.perf_counter() - start)
+        self.backend.begin(state.theta, state.optimizer, state.generation)
+        clock = _Clock(state.elapsed, self.config.eval_every_seconds)
+        budget = _Budget(self.config.max_seconds, max_generations)
+        while state.epoch < self.config.epochs:
+            if not self._train_epoch(state, clock, budget):
+                break
+            self._end_epoch(state, clock)
             if on_epoch is not None:
-                self._pause(state, start)
-                on_epoch(state)
-        return self._pause(state, start)
+                on_epoch(clock.stamp(state))
+        return clock.stamp(state)
+
+    def _train_epoch(self, state: TrainState, clock: _Clock, budget: _Budget) -> bool:
+        """The epoch's remaining batches; False when the budget ends the run first."""
+        cfg = self.config
+        order = epoch_order(cfg.seed, state.epoch, self.n_train, cfg.shuffle)
+        sigma = self._sigma(state)
+        while state.batch < self.n_batches:
+            if self._out_of_budget(state, clock, budget):
+                return False
+            rows = order[state.batch * cfg.batch_size : (state.batch + 1) * cfg.batch_size]
+            self.generation(state, rows, sigma, self._lr(state), state.epoch)
+            self._count_batch(state, rows)
+            budget.done += 1
+            self._between_batches(state, clock)
+        return True
+
+    # ------------------------------------------------------------------ one concern each
+
+    def _sigma(self, state: TrainState) -> float:
+        """This epoch's noise scale."""
+        cfg = self.config
+        return schedule(cfg.sigma_schedule, cfg.sigma, cfg.sigma_decay, state.epoch, 0.0)
+
+    def _lr(self, state: TrainState) -> float:
+        """This generation's learning rate (cosine: annealed over every generation of the run)."""
+        cfg = self.config
+        progress = state.generation / max(self.total_generations, 1)
+        return schedule(cfg.lr_schedule, cfg.lr, cfg.lr_decay, state.epoch, progress)
+
+    def _out_of_budget(self, state: TrainState, clock: _Clock, budget: _Budget) -> bool:
+        """Whether the run stops before its next generation: asked to, out of generations,
+        or out of seconds (the time budget measures the model where it is; a larger
+        ``--max-seconds`` can resume it)."""
+        if self.stop_requested or budget.generations_spent():
+            return True
+        if budget.seconds_spent(clock.now()):
+            self._record(state, clock.now(), partial=True)
+            return True
+        return False
+
+    def _count_batch(self, state: TrainState, rows: np.ndarray) -> None:
+        """Score the updated model on its batch into the epoch's running sums."""
+        loss_sum, correct = self.backend.batch_metrics(state.theta, rows)
+        state.loss_sum += loss_sum
+        state.correct += correct
+        state.seen += len(rows)
+        state.batch += 1
+
+    def _between_batches(self, state: TrainState, clock: _Clock) -> None:
+        """A timed evaluation when one is due (an epoch's end records anyway), and a
+        progress report at most every :attr:`_Clock.PROGRESS_EVERY` seconds."""
+        now = clock.now()
+        if state.batch < self.n_batches and clock.evaluation_due(now):
+            self._record(state, now, partial=True)
+        if self.progress is not None and clock.progress_due(now):
+            self._report(state, now)
+
+    def _end_epoch(self, state: TrainState, clock: _Clock) -> None:
+        """Check the parameters are finite, count the epoch, record it, reset its sums."""
+        if not np.isfinite(state.theta).all():
+            raise DivergenceError(divergence_message(self, state.generation, state.theta, None, state.epoch))
+        state.epoch += 1
+        state.batch = 0
+        self._record(state, clock.now(), partial=False)
+        state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+        clock.evaluated(clock.now())
 
     def generation(self, state: ESState, rows: np.ndarray, sigma: float, lr: float, epoch: int = 0) -> np.ndarray:
         """One ES generation on training ``rows`` (B,): ask for noise, score the population,
@@ -196,16 +286,6 @@ class Trainer:
         es.tell(state, grad, lr)
         backend.record_step(weights, lr)
         return losses
-
-    def _next_eval(self, now: float) -> float:
-        """When to measure test accuracy next: after 1, 2, 4, 8, 16 s (so that
-        time-to-accuracy is resolved early in a run), then every ``eval_every_seconds``."""
-        every = self.config.eval_every_seconds
-        return now + every if now >= every else min(max(2.0 * now, 1.0), every)
-
-    def _pause(self, state: TrainState, start: float) -> TrainState:
-        state.elapsed = time.perf_counter() - start
-        return state
 
     def _record(self, state: TrainState, now: float, partial: bool) -> None:
         if state.history and state.history[-1]["generation"] == state.generation:
