@@ -293,7 +293,7 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
         "n_params": layout.size,
         "final": {"train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss, "test_accuracy": test_acc},
         "time_to_accuracy": {k: state.time_to_accuracy.get(k) for k in ACCURACY_LEVELS},
-        "threads": getattr(trainer.backend, "threads", None),
+        "threads": trainer.backend.threads,
         "backend": cfg.backend,
     }
     save_model(out / "model.npz", layout, theta, cfg.to_dict())
