@@ -3,10 +3,14 @@
 ``numba`` runs the kernels of :mod:`fastes.kernels`; ``numpy`` runs the reference of
 :mod:`fastes.reference`. Both see the same data, parameters and noise offsets, so for the
 same seed they follow the same trajectory (within float32 rounding). The ``ray`` backend
-(:mod:`fastes.ray_backend`) spreads the numba backend over a cluster.
+(:mod:`fastes.ray_backend`) spreads the population over a cluster and builds its driver
+and workers from the pieces here (:class:`NoiseSum`, :class:`ModelMetrics`). What every
+backend does is the :class:`Backend` protocol; the trainer picks one by name.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numba
 import numpy as np
@@ -14,6 +18,38 @@ from threadpoolctl import ThreadpoolController
 
 from . import kernels, reference
 from .errors import ConfigError
+
+
+class Backend(Protocol):
+    """What the trainer asks of a backend, once per generation in this order:
+    :meth:`population_losses`, :meth:`noise_sum`, :meth:`record_step`, :meth:`batch_metrics`.
+
+    Attributes
+    ----------
+    threads : int or None
+        Numba threads of this process (None where no kernel runs here).
+    """
+
+    threads: int | None
+
+    def begin(self, theta: np.ndarray, optimizer: dict[str, np.ndarray], generation: int) -> None:
+        """Training starts or resumes from parameters ``theta`` (P,), float32, the optimizer
+        state arrays and the generation count (remote backends ship them to their workers)."""
+
+    def population_losses(self, theta: np.ndarray, offsets: np.ndarray, sigma: float, rows: np.ndarray,
+                          generation: int | None = None) -> np.ndarray:
+        """Mean batch loss of every member, shape (n,), float64, of the population around
+        ``theta`` drawn from the table at ``offsets`` (n_noise,), on training ``rows`` (B,)."""
+
+    def noise_sum(self, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64."""
+
+    def record_step(self, weights: np.ndarray, lr: float) -> None:
+        """An update was taken with these noise weights and learning rate (remote backends
+        replay it on their own copies of the parameters)."""
+
+    def batch_metrics(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
+        """Summed loss and correct count of the model ``theta`` on training ``rows``."""
 
 
 def to_csr(x: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,8 +70,70 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
+def train_labels(dataset) -> np.ndarray:
+    """The training labels as the kernels take them, shape (N,), int32."""
+    return np.ascontiguousarray(dataset.y_train, dtype=np.int32)
+
+
+def batch_rows(config, dataset) -> int:
+    """Rows a batch holds: the batch size, or the whole training set when it is smaller."""
+    return min(config.batch_size, len(dataset.y_train))
+
+
+class NoiseSum:
+    """The gradient's noise sum with the Numba kernels (full-rank or low-rank noise).
+
+    Parameters
+    ----------
+    config : Config
+    layout : ParamLayout
+    table : ndarray of shape (T,), float32
+    """
+
+    def __init__(self, config, layout, table):
+        self.layout, self.table, self.rank = layout, table, config.rank
+        self.lowrank = config.perturbation == "lowrank"
+        self.grad = np.empty(layout.size, dtype=np.float64)
+        self.stacks = kernels.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
+        # The low-rank gradient's products run in BLAS on one thread: BLAS threads left
+        # spinning after a call take the cores from the next kernel's threads (and the
+        # kernels' OpenMP threads from BLAS), which cost 6x the product itself here.
+        self.blas = ThreadpoolController() if self.lowrank else None
+
+    def __call__(self, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64 (a buffer
+        reused next call)."""
+        if self.lowrank:
+            with self.blas.limit(limits=1, user_api="blas"):
+                return kernels.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.rank,
+                                                    self.grad, self.stacks)
+        kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
+        return self.grad
+
+
+class ModelMetrics:
+    """Loss and correct count of the unperturbed model on training rows (Numba forward).
+
+    Parameters
+    ----------
+    config : Config
+    layout : ParamLayout
+    dataset : Dataset
+    """
+
+    def __init__(self, config, layout, dataset):
+        self.csr = dataset.csr("train")
+        self.labels = train_labels(dataset)
+        self.loss_code = kernels.LOSS_CODES[config.loss]
+        self.forward = kernels.ForwardWorkspace(layout, batch_rows(config, dataset))
+
+    def __call__(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
+        """Summed loss (float) and correct count (int) of ``theta`` on training ``rows``."""
+        return self.forward.metrics(theta, self.csr, rows, self.labels, self.loss_code)
+
+
 class NumbaBackend:
-    """Population evaluation with the Numba kernels.
+    """The :class:`Backend` of the Numba kernels, all in this process.
 
     Parameters
     ----------
@@ -46,42 +144,30 @@ class NumbaBackend:
         Its training split is what the population is scored on.
     """
 
-    name = "numba"
-
     def __init__(self, config, layout, table, dataset):
-        self.config = config
-        self.layout = layout
         self.table = table
         self.threads = set_threads(config.threads)
-        self.csr = dataset.csr("train")
-        self.labels = np.ascontiguousarray(dataset.y_train, dtype=np.int32)
-        self.loss_code = kernels.LOSS_CODES[config.loss]
-        self.lowrank = config.perturbation == "lowrank"
-        batch = min(config.batch_size, len(dataset.y_train))  # a batch never holds more rows than the data
+        self.metrics = ModelMetrics(config, layout, dataset)
+        self.csr, self.labels, self.loss_code = self.metrics.csr, self.metrics.labels, self.metrics.loss_code
         self.workspace = kernels.PopulationWorkspace(
-            layout, config.n_noise, config.antithetic, batch, config.perturbation, config.rank, self.threads
+            layout, config.n_noise, config.antithetic, batch_rows(config, dataset), config.perturbation,
+            config.rank, self.threads,
         )
-        self.grad = np.empty(layout.size, dtype=np.float64)
-        self.stacks = kernels.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
-        # The low-rank gradient's products run in BLAS on one thread: BLAS threads left
-        # spinning after a call take the cores from the next kernel's threads (and the
-        # kernels' OpenMP threads from BLAS), which cost 6x the product itself here.
-        self.blas = ThreadpoolController() if self.lowrank else None
-        self.forward = kernels.ForwardWorkspace(layout, batch)
+        self.noise = NoiseSum(config, layout, table)
         self._checked = False
 
     def begin(self, theta, optimizer, generation):
-        """Training starts or resumes from these parameters (only remote backends care)."""
+        """Nothing to ship: the parameters are already here."""
 
     def record_step(self, weights, lr):
-        """An update was taken with these noise weights and learning rate (remote backends
-        replay it on their own copy of the parameters)."""
+        """Nothing to replay: the caller's parameters are the only copy."""
 
     def population_losses(self, theta, offsets, sigma, rows, generation=None, timings=None):
         """Mean batch loss of every member, shape (n,), float64 (a view reused next call).
 
         The arrays are validated on the first call of a run (their dtypes and shapes do not
-        change afterwards; every generation's offsets fit the table by construction)."""
+        change afterwards; every generation's offsets fit the table by construction).
+        ``timings`` (a dict) receives the kernels' phase seconds."""
         if not self._checked:
             self.workspace.check(theta, self.table, offsets, self.csr, rows, self.labels)
             self._checked = True
@@ -89,33 +175,37 @@ class NumbaBackend:
                                      timings=timings)
 
     def noise_sum(self, offsets, weights):
-        """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64."""
-        if self.lowrank:
-            with self.blas.limit(limits=1, user_api="blas"):
-                return kernels.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.config.rank,
-                                                    self.grad, self.stacks)
-        kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
-        return self.grad
+        return self.noise(offsets, weights)
 
     def batch_metrics(self, theta, rows):
-        """Summed loss (float) and correct count (int) of the model on training rows."""
-        return self.forward.metrics(theta, self.csr, rows, self.labels, self.loss_code)
+        return self.metrics(theta, rows)
 
 
 class NumpyBackend:
-    """Population evaluation with the plain NumPy reference (same interface)."""
+    """The :class:`Backend` of the plain NumPy reference (slow; the kernels' yardstick).
 
-    begin = NumbaBackend.begin
-    record_step = NumbaBackend.record_step
+    Parameters
+    ----------
+    config : Config
+    layout : ParamLayout
+    table : ndarray of shape (T,), float32
+    dataset : Dataset
+    """
 
-    name = "numpy"
+    threads = None
 
     def __init__(self, config, layout, table, dataset):
         self.config = config
         self.layout = layout
         self.table = table
         self.dataset = dataset
-        self.labels = np.ascontiguousarray(dataset.y_train, dtype=np.int32)
+        self.labels = train_labels(dataset)
+
+    def begin(self, theta, optimizer, generation):
+        """Nothing to ship: the parameters are already here."""
+
+    def record_step(self, weights, lr):
+        """Nothing to replay: the caller's parameters are the only copy."""
 
     def population_losses(self, theta, offsets, sigma, rows, generation=None):
         c = self.config
@@ -134,18 +224,6 @@ class NumpyBackend:
         logits = reference.forward_logits(theta, self.layout, self.dataset.dense("train", rows))
         row_loss, ok = reference.losses_from_logits(logits, self.labels[rows], self.config.loss)
         return float(row_loss.sum()), int(ok.sum())
-
-
-def make_backend(config, layout, table, dataset, in_memory: bool = False):
-    """The backend named by ``config.backend``; ``in_memory`` data cannot be reloaded by
-    name (remote workers must be sent it)."""
-    if config.backend == "numba":
-        return NumbaBackend(config, layout, table, dataset)
-    if config.backend == "numpy":
-        return NumpyBackend(config, layout, table, dataset)
-    from .ray_backend import RayBackend
-
-    return RayBackend(config, layout, table, dataset, in_memory=in_memory)
 
 
 def predict_logits(theta, layout, x=None, csr=None) -> np.ndarray:

@@ -276,7 +276,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .evaluate import plot_runs
+    from .report import plot_runs
 
     plot_runs(args.runs, Path(args.out))
     print(f"wrote {args.out}")

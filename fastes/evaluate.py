@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from pathlib import Path
@@ -12,8 +11,8 @@ import numpy as np
 from . import report
 from .backends import predict_logits
 from .data import load_dataset
-from .errors import DatasetError, ModelFileError, RunFolderError, one_line
-from .files import check_output_path, regular_file
+from .errors import DatasetError, ModelFileError, one_line
+from .files import regular_file
 from .reference import losses_from_logits
 from .storage import load_model
 
@@ -134,19 +133,3 @@ def predict_images(model_path, images: list[str], invert: bool = False) -> list[
         for p, pr in zip(images, probs)
     ]
 
-
-def plot_runs(runs: list[str], out: Path) -> None:
-    """``fastes plot``: test accuracy against wall seconds for run folders (LABEL=DIR allowed)."""
-    out = check_output_path(out, "plot", report.plot_formats())
-    series = []
-    for spec in runs:
-        label, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        folder = Path(folder)
-        metrics = folder / "metrics.csv"
-        if not metrics.is_file():
-            raise RunFolderError(f"{folder} has no metrics.csv; give folders written by fastes train")
-        history = report.read_metrics_csv(metrics)
-        if not any(r["wall_seconds"] > 0 and math.isfinite(r["test_accuracy"]) for r in history):
-            raise RunFolderError(f"{metrics} has no timed test accuracy to plot; give folders of runs that trained")
-        series.append((label or folder.name, history))
-    report.plot_accuracy_vs_time(out, series)

@@ -7,6 +7,9 @@ available, and the largest population, batch size, rank or hidden width that fit
 The kernels' buffers come from the plans that the workspaces allocate from
 (:func:`fastes.kernels.population_plan`, :func:`fastes.kernels.forward_plan`); the rest
 follows :mod:`fastes.backends` and the NumPy reference.
+
+The modules that compile (kernels, noise) are imported by the functions that need them:
+reading files (:func:`available_bytes` bounds every read) loads no Numba.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import numpy as np
 
 from .errors import ResourceError
 from .layout import ParamLayout
-from .noise import TABLE_SIZE, table_size_for
 
 _OPTIMIZER_ARRAYS = {"sgd": 0, "momentum": 1, "adam": 2}  # float64 state vectors of P values
 
@@ -74,6 +76,7 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     data. A batch holds at most the whole training set, as the backends allocate it.
     """
     from . import kernels
+    from .noise import table_size_for
     from .reference import MEMBER_CHUNK
 
     layout = ParamLayout((n_features, *config.hidden, n_classes))
@@ -110,6 +113,7 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
 def check_fits(config, dataset) -> None:
     """Refuse a run that cannot fit: its memory (see :func:`run_bytes`) against
     :func:`available_bytes`, and its noise vectors against the noise table."""
+    from .noise import TABLE_SIZE
     shape = (dataset.x_train.shape[0], dataset.x_test.shape[0], dataset.n_features, dataset.n_classes)
     nnz = int(np.count_nonzero(dataset.x_train))
 

@@ -1,9 +1,11 @@
 """First-order optimizers for the ES gradient estimate (after OpenAI's ES starter).
 
-Each optimizer *descends*: ``step(theta, grad, lr)`` moves ``theta`` (float32, in place)
-against ``grad`` (float64, the loss gradient estimate). Weight decay adds ``wd * theta``
-to the gradient first (L2 regularisation). State is a dict of arrays so that checkpoints
-can hold it without pickle.
+Each optimizer *descends*: ``step(theta, grad, lr, state)`` moves ``theta`` (float32, in
+place) against ``grad`` (float64, the loss gradient estimate). Weight decay adds
+``wd * theta`` to the gradient first (L2 regularisation). An optimizer holds only its
+hyperparameters; its step count and moments are a dict of arrays (:meth:`Optimizer.state`)
+that lives in the strategy's state (:class:`fastes.state.ESState`), so that checkpoints
+hold it without pickle.
 """
 
 from __future__ import annotations
@@ -12,88 +14,76 @@ import numpy as np
 
 
 class Optimizer:
-    name = "base"
+    """Base class: weight decay and the step count.
+
+    Parameters
+    ----------
+    size : int
+        Number of parameters P.
+    weight_decay : float
+    """
 
     def __init__(self, size: int, weight_decay: float = 0.0):
         self.size = size
         self.weight_decay = weight_decay
-        self.t = 0
-
-    def step(self, theta: np.ndarray, grad: np.ndarray, lr: float) -> None:
-        """Update ``theta`` (P,) in place from ``grad`` (P,) with learning rate ``lr``."""
-        if self.weight_decay:
-            grad = grad + self.weight_decay * theta
-        self.t += 1
-        theta -= self._direction(grad, lr).astype(np.float32)
-
-    def _direction(self, grad: np.ndarray, lr: float) -> np.ndarray:
-        raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"t": np.array(self.t, dtype=np.int64)}
+        """A fresh state: no step taken (``t``, 0-d int64) and moments at zero, (P,) float64."""
+        return {"t": np.array(0, dtype=np.int64)}
 
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.t = int(state["t"])
+    def step(self, theta: np.ndarray, grad: np.ndarray, lr: float, state: dict[str, np.ndarray]) -> None:
+        """Update ``theta`` (P,) and ``state`` in place from ``grad`` (P,) with learning rate ``lr``."""
+        if self.weight_decay:
+            grad = grad + self.weight_decay * theta
+        state["t"][()] += 1
+        theta -= self._direction(grad, lr, state).astype(np.float32)
+
+    def _direction(self, grad: np.ndarray, lr: float, state: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
 
 
 class SGD(Optimizer):
     """theta -= lr * g."""
 
-    name = "sgd"
-
-    def _direction(self, grad, lr):
+    def _direction(self, grad, lr, state):
         return lr * grad
 
 
 class Momentum(Optimizer):
     """v = m v + (1 - m) g; theta -= lr * v (OpenAI's SGD with momentum)."""
 
-    name = "momentum"
-
     def __init__(self, size, weight_decay=0.0, momentum=0.9):
         super().__init__(size, weight_decay)
         self.momentum = momentum
-        self.v = np.zeros(size, dtype=np.float64)
-
-    def _direction(self, grad, lr):
-        self.v *= self.momentum
-        self.v += (1.0 - self.momentum) * grad
-        return lr * self.v
 
     def state(self):
-        return {**super().state(), "v": self.v}
+        return {**super().state(), "v": np.zeros(self.size, dtype=np.float64)}
 
-    def load_state(self, state):
-        super().load_state(state)
-        self.v = np.array(state["v"], dtype=np.float64)
+    def _direction(self, grad, lr, state):
+        v = state["v"]
+        v *= self.momentum
+        v += (1.0 - self.momentum) * grad
+        return lr * v
 
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction."""
 
-    name = "adam"
-
     def __init__(self, size, weight_decay=0.0, beta1=0.9, beta2=0.999, epsilon=1e-8):
         super().__init__(size, weight_decay)
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-        self.m = np.zeros(size, dtype=np.float64)
-        self.v = np.zeros(size, dtype=np.float64)
-
-    def _direction(self, grad, lr):
-        self.m *= self.beta1
-        self.m += (1.0 - self.beta1) * grad
-        self.v *= self.beta2
-        self.v += (1.0 - self.beta2) * grad * grad
-        a = lr * np.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
-        return a * self.m / (np.sqrt(self.v) + self.epsilon)
 
     def state(self):
-        return {**super().state(), "m": self.m, "v": self.v}
+        return {**super().state(), "m": np.zeros(self.size, dtype=np.float64), "v": np.zeros(self.size, dtype=np.float64)}
 
-    def load_state(self, state):
-        super().load_state(state)
-        self.m = np.array(state["m"], dtype=np.float64)
-        self.v = np.array(state["v"], dtype=np.float64)
+    def _direction(self, grad, lr, state):
+        m, v, t = state["m"], state["v"], int(state["t"])
+        m *= self.beta1
+        m += (1.0 - self.beta1) * grad
+        v *= self.beta2
+        v += (1.0 - self.beta2) * grad * grad
+        a = lr * np.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+        return a * m / (np.sqrt(v) + self.epsilon)
 
 
 def make_optimizer(config, size: int) -> Optimizer:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends import NumbaBackend
+from . import kernels
+from .backends import ModelMetrics, NoiseSum, batch_rows, set_threads, train_labels
 from .errors import BackendError
+from .strategy import ESState, build_strategy
 
 
 def _import_ray():
@@ -31,67 +33,87 @@ def _import_ray():
 
 
 class _Worker:
-    """One Ray actor: a numba Trainer on its own copy of the data and parameters."""
+    """One Ray actor: its own copy of the data, the parameters and the optimizer, and a
+    population workspace for its slice of the noise vectors.
 
-    def __init__(self, config: dict, n_noise_slice: int, arrays=None):
+    Parameters
+    ----------
+    config : dict
+        The run's configuration (:meth:`Config.to_dict`).
+    members : int
+        Noise vectors in this worker's slice.
+    arrays : tuple, optional
+        In-memory training data ``(x, y, n_classes, pixel_scale)`` shipped by the driver;
+        otherwise the worker loads the dataset by name.
+    """
+
+    def __init__(self, config: dict, members: int, arrays=None):
         from .config import Config
-        from .data import Dataset
-        from .kernels import PopulationWorkspace
-        from .trainer import Trainer
+        from .data import Dataset, load_dataset
 
         cfg = Config(**{**config, "backend": "numba", "address": None})
-        dataset = None
-        if arrays is not None:  # in-memory data (the estimator): shipped once by the driver
+        if arrays is not None:
             x, y, n_classes, scale = arrays
             empty = np.zeros((0, x.shape[1]), dtype=x.dtype)
             dataset = Dataset("array", x, y, empty, np.zeros(0, np.int32), n_classes, (1, x.shape[1]), scale)
-        self.trainer = Trainer(cfg, dataset)
-        self.backend = self.trainer.backend
-        self.state = self.trainer.initial_state()
-        self.workspace = PopulationWorkspace(
-            self.trainer.layout, n_noise_slice, cfg.antithetic, cfg.batch_size, cfg.perturbation, cfg.rank,
-            self.backend.threads,
+        else:
+            dataset = load_dataset(cfg.dataset, cfg.data_dir)
+        self.layout, self.table, self.es = build_strategy(cfg, dataset)
+        threads = set_threads(cfg.threads)
+        self.noise = NoiseSum(cfg, self.layout, self.table)
+        self.csr, self.labels = dataset.csr("train"), train_labels(dataset)
+        self.loss_code = kernels.LOSS_CODES[cfg.loss]
+        self.workspace = kernels.PopulationWorkspace(
+            self.layout, members, cfg.antithetic, batch_rows(cfg, dataset), cfg.perturbation, cfg.rank, threads
         )
+        self.state: ESState | None = None
+        self.offsets: np.ndarray | None = None  # the current generation's noise (its update replays them)
 
     def begin(self, theta: np.ndarray, optimizer: dict, generation: int) -> int:
-        self.state.theta = np.array(theta, dtype=np.float32)
-        self.trainer.es.optimizer.load_state(optimizer) if optimizer else None
-        self.state.generation = generation
-        return self.trainer.layout.size
+        """Take the driver's parameters, optimizer state and generation; returns the
+        parameter count (the driver checks that every worker built the same model)."""
+        # copies: what Ray delivers is read-only, and the worker updates its state in place
+        self.state = ESState(np.array(theta, dtype=np.float32), generation, {k: np.array(v) for k, v in optimizer.items()})
+        self.offsets = None
+        return self.layout.size
 
-    def evaluate(self, generation, k0, k1, sigma, rows, pending):
-        es = self.trainer.es
+    def evaluate(self, generation: int, k0: int, k1: int, sigma: float, rows: np.ndarray, pending) -> np.ndarray:
+        """Apply the previous generation's update ``pending`` (weights, lr) if any, then
+        return the losses of members ``k0:k1`` at ``generation``."""
         if pending is not None:
             weights, lr = pending
-            prev = _StateView(generation - 1)
-            grad = self.backend.noise_sum(es.ask(prev), weights)
-            es.tell(self.state, grad, lr)
+            self.es.tell(self.state, self.noise(self.offsets, weights), lr)
         if self.state.generation != generation:
             raise RuntimeError(f"worker at generation {self.state.generation}, asked for {generation}")
-        offsets = np.ascontiguousarray(es.ask(self.state)[k0:k1])
-        losses = self.workspace.losses(self.state.theta, self.backend.table, offsets, sigma, self.backend.csr,
-                                       rows, self.backend.labels, self.backend.loss_code)
+        self.offsets = self.es.ask(self.state)
+        losses = self.workspace.losses(self.state.theta, self.table, np.ascontiguousarray(self.offsets[k0:k1]),
+                                       sigma, self.csr, rows, self.labels, self.loss_code)
         return losses.copy()
 
-    def theta(self) -> np.ndarray:
-        return self.state.theta
 
+class RayBackend:
+    """The :class:`fastes.backends.Backend` that evaluates the population on Ray actors; it
+    sums noise and scores the centre here (the driver keeps its own copy of the parameters,
+    updated exactly like the workers').
 
-class _StateView:
-    def __init__(self, generation):
-        self.generation = generation
-
-
-class RayBackend(NumbaBackend):
-    """Evaluates the population on Ray actors; sums noise and evaluates the centre locally
-    (the driver keeps its own copy of the parameters, updated exactly like the workers')."""
-
-    name = "ray"
+    Parameters
+    ----------
+    config : Config
+    layout : ParamLayout
+    table : ndarray of shape (T,), float32
+    dataset : Dataset
+    in_memory : bool
+        The data exists only in this process (the estimator's arrays): ship it to the
+        workers instead of letting them load it by name.
+    """
 
     def __init__(self, config, layout, table, dataset, in_memory: bool = False):
         ray = _import_ray()
-        super().__init__(config, layout, table, dataset)
         self.ray = ray
+        self.layout = layout
+        self.threads = set_threads(config.threads)
+        self.noise = NoiseSum(config, layout, table)
+        self.metrics = ModelMetrics(config, layout, dataset)
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             if config.address:
@@ -147,7 +169,8 @@ class RayBackend(NumbaBackend):
         """Remember this generation's update; workers apply it before the next one."""
         self.pending = (np.asarray(weights, dtype=np.float64), float(lr))
 
-    def close(self):
-        for actor in self.actors:
-            self.ray.kill(actor)
-        self.actors = []
+    def noise_sum(self, offsets, weights):
+        return self.noise(offsets, weights)
+
+    def batch_metrics(self, theta, rows):
+        return self.metrics(theta, rows)

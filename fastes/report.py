@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import RunFolderError
+from .files import check_output_path, read_bytes
+from .state import METRIC_COLUMNS
 from .storage import atomic_write, atomic_write_text
-from .trainer import METRIC_COLUMNS
 
 
 def _figure(width: float, height: float, margins=(0.08, 0.12, 0.97, 0.88)):
@@ -62,9 +64,6 @@ MAX_METRICS_BYTES = 64 << 20
 
 def read_metrics_csv(path: Path) -> list[dict]:
     """The rows of a run's metrics.csv, each value a float (NaN where a run had no value)."""
-    from .errors import RunFolderError
-    from .files import read_bytes
-
     raw = read_bytes(path, "metrics file", RunFolderError, MAX_METRICS_BYTES)
     try:
         reader = csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
@@ -204,3 +203,20 @@ def plot_accuracy_vs_time(path: Path, runs: list[tuple[str, list[dict]]]) -> Non
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     _save(fig, path)
+
+
+def plot_runs(runs: list[str], out: Path) -> None:
+    """``fastes plot``: test accuracy against wall seconds for run folders (LABEL=DIR allowed)."""
+    out = check_output_path(out, "plot", plot_formats())
+    series = []
+    for spec in runs:
+        label, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        folder = Path(folder)
+        metrics = folder / "metrics.csv"
+        if not metrics.is_file():
+            raise RunFolderError(f"{folder} has no metrics.csv; give folders written by fastes train")
+        history = read_metrics_csv(metrics)
+        if not any(r["wall_seconds"] > 0 and math.isfinite(r["test_accuracy"]) for r in history):
+            raise RunFolderError(f"{metrics} has no timed test accuracy to plot; give folders of runs that trained")
+        series.append((label or folder.name, history))
+    plot_accuracy_vs_time(out, series)

@@ -33,7 +33,8 @@ from .data import load_dataset
 from .errors import ConfigError, DivergenceError, Interrupted, ModelFileError, RunFolderError
 from .memory import check_fits
 from .storage import atomic_write_text, load_checkpoint, save_checkpoint, save_model
-from .trainer import ACCURACY_LEVELS, Trainer, TrainState
+from .state import ACCURACY_LEVELS, TrainState
+from .trainer import Trainer
 
 __all__ = ["RESULT_FILES", "RESUME_OPTIONS", "RunFolderError", "default_out_dir", "train_to_folder", "write_results"]
 
@@ -292,7 +293,7 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
         "n_params": layout.size,
         "final": {"train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss, "test_accuracy": test_acc},
         "time_to_accuracy": {k: state.time_to_accuracy.get(k) for k in ACCURACY_LEVELS},
-        "threads": getattr(trainer.backend, "threads", None),
+        "threads": trainer.backend.threads,
         "backend": cfg.backend,
     }
     save_model(out / "model.npz", layout, theta, cfg.to_dict())

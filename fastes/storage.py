@@ -28,6 +28,7 @@ from .errors import ModelFileError, one_line
 from .files import regular_file
 from .layout import ParamLayout
 from .memory import available_bytes, format_bytes
+from .state import METRIC_COLUMNS, TrainState
 
 CHECKPOINT_FORMAT = "fastes-checkpoint-1"
 
@@ -163,33 +164,17 @@ def load_model(path: str | Path) -> tuple[ParamLayout, np.ndarray, dict]:
     return layout, theta, config
 
 
-def save_checkpoint(path: str | Path, state, config: dict, layout: ParamLayout) -> None:
-    """Write ``checkpoint.npz`` from a :class:`fastes.trainer.TrainState`."""
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "config": config,
-        "dims": list(layout.dims),
-        "generation": state.generation,
-        "epoch": state.epoch,
-        "batch": state.batch,
-        "loss_sum": state.loss_sum,
-        "correct": state.correct,
-        "seen": state.seen,
-        "elapsed": state.elapsed,
-        "history": state.history,
-        "time_to_accuracy": state.time_to_accuracy,
-        "optimizer_keys": sorted(state.optimizer),
-    }
-    arrays = {"theta": state.theta, "meta": np.array(json.dumps(meta))}
-    arrays.update({f"opt_{k}": np.asarray(v) for k, v in state.optimizer.items()})
+def save_checkpoint(path: str | Path, state: TrainState, config: dict, layout: ParamLayout) -> None:
+    """Write ``checkpoint.npz`` from a :class:`fastes.state.TrainState`."""
+    arrays, progress = state.to_arrays()
+    meta = {"format": CHECKPOINT_FORMAT, "config": config, "dims": list(layout.dims), **progress}
+    arrays["meta"] = np.array(json.dumps(meta))
     atomic_write(Path(path), lambda fh: np.savez(fh, **arrays))
 
 
-def load_checkpoint(path: str | Path):
+def load_checkpoint(path: str | Path) -> tuple[TrainState, dict, tuple[int, ...]]:
     """Read a checkpoint: ``(TrainState, config dict, dims)``, every field checked (the
     config as a :class:`fastes.config.Config`; how it fits the run is the caller's check)."""
-    from .trainer import METRIC_COLUMNS, TrainState
-
     path = Path(path)
     arrays = read_npz(path, "checkpoint")
     if "meta" not in arrays or "theta" not in arrays:
@@ -206,32 +191,30 @@ def load_checkpoint(path: str | Path):
     if not np.isfinite(theta).all():
         raise ModelFileError(f"checkpoint {path}: its parameters contain NaN or infinity")
     optimizer = _optimizer_state(arrays, check.key_list("optimizer_keys"), config, theta.shape[0], path)
-    state = TrainState(
-        theta=np.ascontiguousarray(theta, dtype=np.float32),
-        generation=check.int("generation"),
-        epoch=check.int("epoch"),
-        batch=check.int("batch"),
-        loss_sum=check.float("loss_sum"),
-        correct=check.int("correct"),
-        seen=check.int("seen"),
-        elapsed=check.float("elapsed"),
-        history=check.history(METRIC_COLUMNS),
-        time_to_accuracy=check.time_to_accuracy(),
-        optimizer=optimizer,
-    )
-    if state.correct > state.seen:
-        raise ModelFileError(f"checkpoint {path}: {state.correct} correct of {state.seen} seen is impossible; the file was edited")
+    progress = {
+        **{k: check.int(k) for k in TrainState.COUNTS},
+        **{k: check.float(k) for k in TrainState.SUMS},
+        "history": check.history(METRIC_COLUMNS),
+        "time_to_accuracy": check.time_to_accuracy(),
+        "optimizer_keys": sorted(optimizer),
+    }
+    if progress["correct"] > progress["seen"]:
+        raise ModelFileError(
+            f"checkpoint {path}: {progress['correct']} correct of {progress['seen']} seen is impossible; the file was edited"
+        )
+    state = TrainState.from_arrays({"theta": theta, **{f"opt_{k}": v for k, v in optimizer.items()}}, progress)
     return state, config, tuple(dims)
 
 
 def _optimizer_state(arrays: dict, keys: list[str], config: dict, size: int, path) -> dict:
-    """The checkpoint's optimizer state: none (before the first step), or exactly the arrays,
-    shapes and kinds that the configured optimizer keeps, all finite."""
+    """The checkpoint's optimizer state: exactly the arrays, shapes and kinds that the
+    configured optimizer keeps, all finite, as that optimizer's dtypes; a fresh state where
+    the checkpoint has none (written before the first step by an earlier fastes)."""
     from .optimizers import make_optimizer
 
-    if not keys:
-        return {}
     expected = make_optimizer(Config(**config), size).state()
+    if not keys:
+        return expected
     if sorted(keys) != sorted(expected):
         raise ModelFileError(
             f"checkpoint {path}: optimizer state {sorted(keys)} does not match its {config['optimizer']} "
@@ -247,7 +230,7 @@ def _optimizer_state(arrays: dict, keys: list[str], config: dict, size: int, pat
                 f"checkpoint {path}: optimizer state {key!r} is {found}, expected finite {like.dtype} {like.shape}; "
                 "the file is truncated, edited or damaged"
             )
-        state[key] = value
+        state[key] = np.array(value, dtype=like.dtype)
     return state
 
 

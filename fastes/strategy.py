@@ -13,13 +13,14 @@ of member ``i`` and ``adv_i`` its shaped loss, ``g = sum_i adv_i eps_i / (n sigm
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
-from .noise import member_offsets
+from .layout import ParamLayout
+from .noise import member_offsets, noise_table, table_size_for
 from .optimizers import make_optimizer
+from .state import ESState
 
 
 @njit(cache=True)
@@ -80,22 +81,6 @@ def schedule(kind: str, base: float, decay: float, epoch: int, progress: float) 
     return base * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
-@dataclass
-class ESState:
-    """Everything that evolves during training.
-
-    Attributes
-    ----------
-    theta : ndarray of shape (P,), float32
-        Current parameters.
-    generation : int
-        Generations done so far (indexes the noise).
-    """
-
-    theta: np.ndarray
-    generation: int = 0
-
-
 class OpenES:
     """OpenAI-style ES over a flat parameter vector.
 
@@ -126,7 +111,17 @@ class OpenES:
         return weights
 
     def tell(self, state: ESState, grad: np.ndarray, lr: float) -> ESState:
-        """Take one optimizer step along the gradient estimate ``grad`` (P,), float64."""
-        self.optimizer.step(state.theta, grad, lr)
+        """Take one optimizer step along the gradient estimate ``grad`` (P,), float64: the
+        state's parameters, optimizer moments and generation, updated in place."""
+        self.optimizer.step(state.theta, grad, lr, state.optimizer)
         state.generation += 1
         return state
+
+
+def build_strategy(config, dataset) -> tuple[ParamLayout, np.ndarray, OpenES]:
+    """What a run on ``dataset`` evolves and draws from: the model's layout, the shared
+    noise table (sized to its noise vectors) and the strategy."""
+    layout = ParamLayout.for_mlp(dataset.n_features, config.hidden, dataset.n_classes)
+    noise_size = layout.noise_size(config.perturbation, config.rank)
+    table = noise_table(table_size_for(noise_size))
+    return layout, table, OpenES(config, noise_size, len(table), layout.size)

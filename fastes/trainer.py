@@ -12,78 +12,95 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .backends import make_backend, predict_logits
+from .backends import Backend, NumbaBackend, NumpyBackend, predict_logits
 from .data import Dataset, load_dataset
 from .diagnose import divergence_message
 from .errors import DivergenceError
-from .layout import ParamLayout
-from .noise import noise_table, table_size_for
 from .reference import losses_from_logits
-from .strategy import ESState, OpenES, schedule
-
-#: Test-accuracy levels whose first wall second ``summary.json`` records.
-ACCURACY_LEVELS = ("0.80", "0.85", "0.89", "0.95", "0.97", "0.98")
-
-METRIC_COLUMNS = ("epoch", "generation", "wall_seconds", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
-
-
-@dataclass
-class TrainState:
-    """Everything needed to continue a run exactly where it stopped.
-
-    Attributes
-    ----------
-    theta : ndarray of shape (P,), float32
-    generation : int
-        Generations done (indexes the noise).
-    epoch, batch : int
-        Epoch in progress and index of its next batch.
-    loss_sum, correct, seen : float, int, int
-        Running sums over the epoch's batches so far (updated model on its batch).
-    elapsed : float
-        Wall seconds of training before this process took over.
-    history : list of dict
-        Rows of metrics.csv so far.
-    time_to_accuracy : dict
-        First wall second at which test accuracy reached each of :data:`ACCURACY_LEVELS`.
-    optimizer : dict
-        The optimizer's state arrays (empty before the first run).
-    """
-
-    theta: np.ndarray
-    generation: int = 0
-    epoch: int = 0
-    batch: int = 0
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    elapsed: float = 0.0
-    history: list = field(default_factory=list)
-    time_to_accuracy: dict = field(default_factory=lambda: {k: None for k in ACCURACY_LEVELS})
-    optimizer: dict = field(default_factory=dict)
-
-
-    @property
-    def train_loss(self) -> float:
-        """Mean loss of the updated model over the epoch's batches so far (NaN before any)."""
-        return self.loss_sum / self.seen if self.seen else float("nan")
-
-    @property
-    def train_accuracy(self) -> float:
-        """Accuracy of the updated model over the epoch's batches so far (NaN before any)."""
-        return self.correct / self.seen if self.seen else float("nan")
-
+from .state import ACCURACY_LEVELS, ESState, TrainState
+from .strategy import build_strategy, schedule
 
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
     """Row order of an epoch: in order (the original), or a permutation from (seed, epoch)."""
     if not shuffle:
         return np.arange(n, dtype=np.int64)
     return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n).astype(np.int64)
+
+
+def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Backend:
+    """The backend named by ``config.backend``; ``in_memory`` data cannot be reloaded by
+    name (remote workers must be sent it)."""
+    if config.backend == "numba":
+        return NumbaBackend(config, layout, table, dataset)
+    if config.backend == "numpy":
+        return NumpyBackend(config, layout, table, dataset)
+    from .ray_backend import RayBackend
+
+    return RayBackend(config, layout, table, dataset, in_memory=in_memory)
+
+
+def next_evaluation(now: float, every: float) -> float:
+    """When to measure test accuracy next, ``now`` seconds into a run: after 1, 2, 4, 8,
+    16 s (so that time-to-accuracy is resolved early in a run), then every ``every`` s."""
+    return now + every if now >= every else min(max(2.0 * now, 1.0), every)
+
+
+class _Clock:
+    """A run's wall seconds (continuing the ``elapsed`` seconds it had before this
+    process took over), and when its next timed evaluation and progress report are due."""
+
+    PROGRESS_EVERY = 0.25
+
+    def __init__(self, elapsed: float, eval_every: float):
+        self.start = time.perf_counter() - elapsed
+        self.eval_every = eval_every
+        self.next_eval = next_evaluation(elapsed, eval_every)
+        self.next_progress = 0.0
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start
+
+    def evaluation_due(self, now: float) -> bool:
+        """Whether a timed evaluation is due (if so, the next one is scheduled)."""
+        if now < self.next_eval:
+            return False
+        self.evaluated(now)
+        return True
+
+    def evaluated(self, now: float) -> None:
+        self.next_eval = next_evaluation(now, self.eval_every)
+
+    def progress_due(self, now: float) -> bool:
+        """Whether a progress report is due (if so, the next one is scheduled)."""
+        if now < self.next_progress:
+            return False
+        self.next_progress = now + self.PROGRESS_EVERY
+        return True
+
+    def stamp(self, state: TrainState) -> TrainState:
+        """``state`` with its elapsed seconds brought up to now."""
+        state.elapsed = self.now()
+        return state
+
+
+@dataclass
+class _Budget:
+    """What may end a run before its epochs, besides a stop request."""
+
+    max_seconds: float | None
+    max_generations: int | None
+    done: int = 0  #: generations run by this call
+
+    def generations_spent(self) -> bool:
+        return self.max_generations is not None and self.done >= self.max_generations
+
+    def seconds_spent(self, now: float) -> bool:
+        return self.max_seconds is not None and now >= self.max_seconds
 
 
 class Trainer:
@@ -103,10 +120,7 @@ class Trainer:
         self.config = config
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
         ds = self.dataset
-        self.layout = ParamLayout.for_mlp(ds.n_features, config.hidden, ds.n_classes)
-        noise_size = self.layout.noise_size(config.perturbation, config.rank)
-        self.table = noise_table(table_size_for(noise_size))
-        self.es = OpenES(config, noise_size, len(self.table), self.layout.size)
+        self.layout, self.table, self.es = build_strategy(config, ds)
         self.backend = make_backend(config, self.layout, self.table, ds, in_memory=dataset is not None)
         self.n_train = len(ds.y_train)
         self.n_batches = math.ceil(self.n_train / config.batch_size)
@@ -121,7 +135,7 @@ class Trainer:
     def initial_state(self) -> TrainState:
         rng = np.random.default_rng(self.config.seed)
         theta = self.layout.init(self.config.init, self.config.init_std, rng)
-        return TrainState(theta=theta)
+        return TrainState(theta=theta, optimizer=self.es.optimizer.state())
 
     def logits(self, theta: np.ndarray, split: str) -> np.ndarray:
         """Logits (N, C) of ``theta`` on the dataset's ``"train"`` or ``"test"`` split (its CSR
@@ -178,96 +192,110 @@ class Trainer:
 
         ``on_epoch`` is called after each finished epoch (checkpoints hook in here).
         """
-        cfg = self.config
         state = state or self.initial_state()
         self.prepare(state)
-        es, backend = self.es, self.backend
-        if state.optimizer:
-            es.optimizer.load_state(state.optimizer)
-        es_state = ESState(state.theta, state.generation)
-        backend.begin(es_state.theta, es.optimizer.state(), es_state.generation)
-        start = time.perf_counter() - state.elapsed
-        next_eval = self._next_eval(state.elapsed)
-        next_progress = 0.0
-        done = 0
-        n_batches, batch = self.n_batches, cfg.batch_size
-        while state.epoch < cfg.epochs:
-            order = epoch_order(cfg.seed, state.epoch, self.n_train, cfg.shuffle)
-            sigma = schedule(cfg.sigma_schedule, cfg.sigma, cfg.sigma_decay, state.epoch, 0.0)
-            while state.batch < n_batches:
-                if self.stop_requested or (max_generations is not None and done >= max_generations):
-                    return self._pause(state, es_state, start)
-                if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
-                    # the budget ends the run where it is (a larger --max-seconds can resume it)
-                    self._record(state, es_state, time.perf_counter() - start, partial=True)
-                    return self._pause(state, es_state, start)
-                rows = order[state.batch * batch : (state.batch + 1) * batch]
-                progress_frac = es_state.generation / max(self.total_generations, 1)
-                lr = schedule(cfg.lr_schedule, cfg.lr, cfg.lr_decay, state.epoch, progress_frac)
-                self.generation(es_state, rows, sigma, lr, state.epoch)
-                loss_sum, correct = backend.batch_metrics(es_state.theta, rows)
-                state.loss_sum += loss_sum
-                state.correct += correct
-                state.seen += len(rows)
-                state.batch += 1
-                done += 1
-                now = time.perf_counter() - start
-                if now >= next_eval and state.batch < n_batches:  # (an epoch's end records anyway)
-                    self._record(state, es_state, now, partial=True)
-                    next_eval = self._next_eval(now)
-                if self.progress is not None and now >= next_progress:
-                    next_progress = now + 0.25
-                    self._report(state, es_state, now)
-            if not np.isfinite(es_state.theta).all():
-                raise DivergenceError(divergence_message(self, es_state.generation, es_state.theta, None, state.epoch))
-            state.epoch += 1
-            state.batch = 0
-            self._record(state, es_state, time.perf_counter() - start, partial=False)
-            state.loss_sum, state.correct, state.seen = 0.0, 0, 0
-            next_eval = self._next_eval(time.perf_counter() - start)
+        self.backend.begin(state.theta, state.optimizer, state.generation)
+        clock = _Clock(state.elapsed, self.config.eval_every_seconds)
+        budget = _Budget(self.config.max_seconds, max_generations)
+        while state.epoch < self.config.epochs:
+            if not self._train_epoch(state, clock, budget):
+                break
+            self._end_epoch(state, clock)
             if on_epoch is not None:
-                self._pause(state, es_state, start)
-                on_epoch(state)
-        return self._pause(state, es_state, start)
+                on_epoch(clock.stamp(state))
+        return clock.stamp(state)
 
-    def generation(self, es_state, rows: np.ndarray, sigma: float, lr: float, epoch: int = 0) -> np.ndarray:
+    def _train_epoch(self, state: TrainState, clock: _Clock, budget: _Budget) -> bool:
+        """The epoch's remaining batches; False when the budget ends the run first."""
+        cfg = self.config
+        order = epoch_order(cfg.seed, state.epoch, self.n_train, cfg.shuffle)
+        sigma = self._sigma(state)
+        while state.batch < self.n_batches:
+            if self._out_of_budget(state, clock, budget):
+                return False
+            rows = order[state.batch * cfg.batch_size : (state.batch + 1) * cfg.batch_size]
+            self.generation(state, rows, sigma, self._lr(state), state.epoch)
+            self._count_batch(state, rows)
+            budget.done += 1
+            self._between_batches(state, clock)
+        return True
+
+    # ------------------------------------------------------------------ one concern each
+
+    def _sigma(self, state: TrainState) -> float:
+        """This epoch's noise scale."""
+        cfg = self.config
+        return schedule(cfg.sigma_schedule, cfg.sigma, cfg.sigma_decay, state.epoch, 0.0)
+
+    def _lr(self, state: TrainState) -> float:
+        """This generation's learning rate (cosine: annealed over every generation of the run)."""
+        cfg = self.config
+        progress = state.generation / max(self.total_generations, 1)
+        return schedule(cfg.lr_schedule, cfg.lr, cfg.lr_decay, state.epoch, progress)
+
+    def _out_of_budget(self, state: TrainState, clock: _Clock, budget: _Budget) -> bool:
+        """Whether the run stops before its next generation: asked to, out of generations,
+        or out of seconds (the time budget measures the model where it is; a larger
+        ``--max-seconds`` can resume it)."""
+        if self.stop_requested or budget.generations_spent():
+            return True
+        if budget.seconds_spent(clock.now()):
+            self._record(state, clock.now(), partial=True)
+            return True
+        return False
+
+    def _count_batch(self, state: TrainState, rows: np.ndarray) -> None:
+        """Score the updated model on its batch into the epoch's running sums."""
+        loss_sum, correct = self.backend.batch_metrics(state.theta, rows)
+        state.loss_sum += loss_sum
+        state.correct += correct
+        state.seen += len(rows)
+        state.batch += 1
+
+    def _between_batches(self, state: TrainState, clock: _Clock) -> None:
+        """A timed evaluation when one is due (an epoch's end records anyway), and a
+        progress report at most every :attr:`_Clock.PROGRESS_EVERY` seconds."""
+        now = clock.now()
+        if state.batch < self.n_batches and clock.evaluation_due(now):
+            self._record(state, now, partial=True)
+        if self.progress is not None and clock.progress_due(now):
+            self._report(state, now)
+
+    def _end_epoch(self, state: TrainState, clock: _Clock) -> None:
+        """Check the parameters are finite, count the epoch, record it, reset its sums."""
+        if not np.isfinite(state.theta).all():
+            raise DivergenceError(divergence_message(self, state.generation, state.theta, None, state.epoch))
+        state.epoch += 1
+        state.batch = 0
+        self._record(state, clock.now(), partial=False)
+        state.loss_sum, state.correct, state.seen = 0.0, 0, 0
+        clock.evaluated(clock.now())
+
+    def generation(self, state: ESState, rows: np.ndarray, sigma: float, lr: float, epoch: int = 0) -> np.ndarray:
         """One ES generation on training ``rows`` (B,): ask for noise, score the population,
         shape the losses, estimate the gradient, step. Returns the losses, shape (n,).
 
-        ``es_state`` is anything with ``theta`` and ``generation`` (both updated)."""
+        ``state`` (its parameters, optimizer state and generation) is updated in place."""
         es, backend = self.es, self.backend
-        offsets = es.ask(es_state)
-        losses = backend.population_losses(es_state.theta, offsets, sigma, rows, es_state.generation)
+        offsets = es.ask(state)
+        losses = backend.population_losses(state.theta, offsets, sigma, rows, state.generation)
         if not np.isfinite(losses).all():
-            raise DivergenceError(divergence_message(self, es_state.generation, es_state.theta, rows, epoch))
+            raise DivergenceError(divergence_message(self, state.generation, state.theta, rows, epoch))
         weights = es.weights(losses)
         grad = backend.noise_sum(offsets, weights)
-        es.tell(es_state, grad, lr)
+        es.tell(state, grad, lr)
         backend.record_step(weights, lr)
         return losses
 
-    def _next_eval(self, now: float) -> float:
-        """When to measure test accuracy next: after 1, 2, 4, 8, 16 s (so that
-        time-to-accuracy is resolved early in a run), then every ``eval_every_seconds``."""
-        every = self.config.eval_every_seconds
-        return now + every if now >= every else min(max(2.0 * now, 1.0), every)
-
-    def _pause(self, state: TrainState, es_state: ESState, start: float) -> TrainState:
-        state.theta = es_state.theta
-        state.generation = es_state.generation
-        state.elapsed = time.perf_counter() - start
-        state.optimizer = self.es.optimizer.state()
-        return state
-
-    def _record(self, state: TrainState, es_state: ESState, now: float, partial: bool) -> None:
-        if state.history and state.history[-1]["generation"] == es_state.generation:
+    def _record(self, state: TrainState, now: float, partial: bool) -> None:
+        if state.history and state.history[-1]["generation"] == state.generation:
             return  # this generation is measured already (an epoch's end, then the budget)
         ds = self.dataset
-        test_loss, test_acc = self.evaluate(es_state.theta, "test")
+        test_loss, test_acc = self.evaluate(state.theta, "test")
         epoch = state.epoch + (state.batch / self.n_batches if partial else 0.0)
         row = {
             "epoch": round(epoch, 4),
-            "generation": es_state.generation,
+            "generation": state.generation,
             "wall_seconds": round(now, 3),
             "train_loss": state.train_loss,
             "train_accuracy": state.train_accuracy,
@@ -279,19 +307,19 @@ class Trainer:
             if state.time_to_accuracy.get(level) is None and test_acc >= float(level):
                 state.time_to_accuracy[level] = round(now, 3)
         if self.progress is not None:
-            self._report(state, es_state, now, row)
+            self._report(state, now, row)
 
-    def _report(self, state: TrainState, es_state: ESState, now: float, row: dict | None = None) -> None:
+    def _report(self, state: TrainState, now: float, row: dict | None = None) -> None:
         self.progress({
             "epoch": state.epoch,
             "epochs": self.config.epochs,
             "batch": state.batch,
             "n_batches": self.n_batches,
-            "generation": es_state.generation,
+            "generation": state.generation,
             "total_generations": self.total_generations,
             "elapsed": now,
             "max_seconds": self.config.max_seconds,
-            "generations_per_second": es_state.generation / now if now > 0 else 0.0,
+            "generations_per_second": state.generation / now if now > 0 else 0.0,
             "train_loss": state.train_loss,
             "train_accuracy": state.train_accuracy,
             "row": row,

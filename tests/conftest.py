@@ -92,3 +92,50 @@ def _tree_snapshot(root):
     if not root.exists():
         return None
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else "<dir>") for p in sorted(root.rglob("*"))}
+
+
+#: A quick run on the bundled digits (seconds); :func:`quick_run` is its result folder.
+QUICK = ["--preset", "quick", "--epochs", "2", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def quick_args():
+    """The ``fastes train`` options of :func:`quick_run` (train again with them to compare)."""
+    return list(QUICK)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """One finished quick run, trained once per session and only read by the tests."""
+    from fastes.cli import main
+
+    out = tmp_path_factory.mktemp("quick") / "run"
+    assert main(["train", *QUICK, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_bytes():
+    return _model_bytes
+
+
+def _model_bytes(folder):
+    """The bytes of every weight array of ``folder/model.npz`` (its config left out): two
+    runs made the same model exactly when these are equal."""
+    with np.load(folder / "model.npz") as npz:
+        return {k: npz[k].tobytes() for k in npz.files if k != "config"}
+
+
+@pytest.fixture(scope="session")
+def fastes_process():
+    return _fastes_process
+
+
+def _fastes_process(*args, **kwargs):
+    """``python -m fastes.cli ARGS`` in a child process, as a user runs the console script
+    (``kwargs`` go to :class:`subprocess.Popen`); text stdout and stderr are pipes."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "fastes.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)

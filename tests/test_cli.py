@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -8,21 +6,6 @@ import pytest
 from fastes.bench import PHASES
 from fastes.cli import main
 from fastes.runs import RESULT_FILES
-
-QUICK = ["--preset", "quick", "--epochs", "2", "--quiet"]
-
-
-def run_cli(*args):
-    """The installed console entry point, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "fastes.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "quick"
-    assert main(["train", *QUICK, "--out", str(out)]) == 0
-    return out
-
 
 def test_train_writes_every_result_file(quick_run):
     for name in RESULT_FILES + ("checkpoint.npz",):
@@ -54,19 +37,18 @@ def test_evaluate_reproduces_summary(quick_run, capsys):
     assert "precision" in capsys.readouterr().out
 
 
-def test_same_seed_identical_model_file(tmp_path, quick_run):
+def test_same_seed_identical_model_file(tmp_path, quick_run, quick_args, model_bytes):
     out = tmp_path / "again"
-    assert main(["train", *QUICK, "--out", str(out)]) == 0
-    a, b = np.load(quick_run / "model.npz"), np.load(out / "model.npz")
-    for name in ("W0", "b0", "W1", "b1"):
-        assert np.array_equal(a[name], b[name])
+    assert main(["train", *quick_args, "--out", str(out)]) == 0
+    assert model_bytes(out) == model_bytes(quick_run) and set(model_bytes(out)) == {"W0", "b0", "W1", "b1"}
 
 
-def test_console_script_errors_are_one_line(tmp_path):
-    result = run_cli("train", "--preset", "quick", "--sigma", "-1", "--out", tmp_path / "x")
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert "sigma must be positive" in result.stderr
+def test_console_script_errors_are_one_line(tmp_path, fastes_process):
+    proc = fastes_process("train", "--preset", "quick", "--sigma", "-1", "--out", tmp_path / "x")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert stderr.strip().count("\n") == 0 and "Traceback" not in stderr
+    assert "sigma must be positive" in stderr
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from fastes.errors import FastesError
 from fastes.evaluate import load_image
 from fastes.layout import ParamLayout
 from fastes.storage import load_checkpoint, load_model, save_checkpoint, save_model
-from fastes.trainer import TrainState
+from fastes.state import TrainState
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

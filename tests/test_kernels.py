@@ -1,4 +1,9 @@
-"""Every kernel against its NumPy twin in fastes.reference, on random float32 inputs."""
+"""Every kernel against its NumPy twin in fastes.reference, on random float32 inputs.
+
+The population cases are one table: small shapes chosen to reach every code path, and each
+configuration that ``fastes bench`` times (:data:`fastes.bench.CONFIGS`: its hidden layers,
+noise and loss, on 50 input features and a dozen members instead of MNIST and thousands).
+"""
 
 import numba
 import numpy as np
@@ -6,9 +11,10 @@ import pytest
 
 from fastes import kernels as K
 from fastes import reference as R
+from fastes.bench import CONFIGS, bench_config
 from fastes.noise import member_offsets
 
-CASES = [
+SHAPES = [
     # dims, antithetic, perturbation, rank, loss
     ((50, 16, 16, 10), False, "full", 1, "mse"),
     ((50, 16, 16, 10), True, "full", 1, "cross-entropy"),
@@ -17,6 +23,16 @@ CASES = [
     ((50, 12, 7, 5), False, "lowrank", 2, "mse"),
     ((50, 33, 4), True, "lowrank", 1, "mse"),
     ((50, 64, 10), True, "full", 1, "cross-entropy"),  # too wide to group: per-task first layer
+]
+
+
+def _bench_case(name: str) -> tuple:
+    c = bench_config(name, "numba")
+    return (50, *c.hidden, 10), c.antithetic, c.perturbation, c.rank, c.loss
+
+
+CASES = [pytest.param(*case, id=f"shape{i}") for i, case in enumerate(SHAPES)] + [
+    pytest.param(*_bench_case(name), id=f"bench-{name}") for name in CONFIGS
 ]
 
 

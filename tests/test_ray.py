@@ -12,8 +12,6 @@ from fastes.trainer import Trainer
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'fastes[ray]')")
 
-QUICK = ["--preset", "quick", "--epochs", "3", "--quiet"]
-
 
 @pytest.fixture(scope="module", autouse=True)
 def local_cluster():
@@ -22,25 +20,14 @@ def local_cluster():
     ray.shutdown()
 
 
-def weights(folder):
-    with np.load(folder / "model.npz") as npz:
-        return {k: npz[k].tobytes() for k in npz.files if k != "config"}
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("local") / "run"
-    assert main(["train", *QUICK, "--out", str(out)]) == 0
-    return out
-
-
-def test_ray_trajectory_equals_local(tmp_path, local_run):
+def test_ray_trajectory_equals_local(tmp_path, quick_run, quick_args, model_bytes):
     out = tmp_path / "ray"
-    assert main(["train", *QUICK, "--backend", "ray", "--workers", "2", "--out", str(out)]) == 0
-    assert weights(out) == weights(local_run)
+    assert main(["train", *quick_args, "--backend", "ray", "--workers", "2", "--out", str(out)]) == 0
+    assert model_bytes(out) == model_bytes(quick_run)
 
 
-def test_dead_worker_is_reported_and_run_resumes_on_fewer_workers(tmp_path, local_run, monkeypatch, capsys):
+def test_dead_worker_is_reported_and_run_resumes_on_fewer_workers(tmp_path, quick_run, quick_args, model_bytes,
+                                                                  monkeypatch, capsys):
     from fastes import ray_backend
 
     backends = []
@@ -66,13 +53,13 @@ def test_dead_worker_is_reported_and_run_resumes_on_fewer_workers(tmp_path, loca
 
     monkeypatch.setattr(fastes.progress, "make_progress", killer)
     out = tmp_path / "dies"
-    code = main(["train", *QUICK, "--backend", "ray", "--workers", "2", "--out", str(out)])
+    code = main(["train", *quick_args, "--backend", "ray", "--workers", "2", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "Ray worker died" in err and "--resume" in err and err.count("\n") == 1
     assert (out / "checkpoint.npz").is_file()
     monkeypatch.undo()
     assert main(["train", "--resume", str(out), "--workers", "1", "--quiet"]) == 0
-    assert weights(out) == weights(local_run)
+    assert model_bytes(out) == model_bytes(quick_run)
 
 
 def test_estimator_on_ray_matches_numba():

@@ -4,7 +4,6 @@ import pytest
 from fastes.config import Config
 from fastes.layout import ParamLayout
 from fastes.noise import TABLE_SIZE, member_offsets, noise_table
-from fastes.optimizers import SGD, Adam, Momentum
 from fastes.reference import noise_weighted_sum
 from fastes.strategy import centered_rank, noise_weights, schedule, zscore
 
@@ -59,31 +58,6 @@ def test_gradient_estimate_cosine_grows_with_population():
     assert cos[8] < cos[64] < cos[2000]
     assert cos[2000] > 0.9
     assert np.mean([_gradient_cosine(2000, True, s) for s in range(3)]) > 0.9
-
-
-@pytest.mark.parametrize("opt", [SGD(3), Momentum(3, momentum=0.5), Adam(3)])
-def test_optimizers_descend_a_quadratic(opt):
-    theta = np.array([3.0, -2.0, 1.0], dtype=np.float32)
-    for _ in range(300):
-        opt.step(theta, theta.astype(np.float64), 0.05)
-    assert np.abs(theta).max() < 0.2
-
-
-def test_optimizer_state_roundtrip():
-    a, b = Adam(4), Adam(4)
-    theta_a = np.ones(4, dtype=np.float32)
-    a.step(theta_a, np.arange(4.0), 0.1)
-    b.load_state({k: np.array(v) for k, v in a.state().items()})
-    theta_b = theta_a.copy()
-    a.step(theta_a, np.ones(4), 0.1)
-    b.step(theta_b, np.ones(4), 0.1)
-    np.testing.assert_array_equal(theta_a, theta_b)
-
-
-def test_weight_decay_shrinks():
-    theta = np.ones(2, dtype=np.float32)
-    SGD(2, weight_decay=0.5).step(theta, np.zeros(2), 0.1)
-    np.testing.assert_allclose(theta, 0.95)
 
 
 def test_schedules():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fastes.config import preset
-from fastes.trainer import Trainer
+from fastes.trainer import Trainer, next_evaluation
 
 QUICK = preset("quick")
 
@@ -97,8 +97,7 @@ def test_metrics_rows_every_eval_interval_and_time_to_accuracy():
 
 
 def test_no_duplicate_rows_and_early_evaluations():
-    trainer = Trainer(QUICK.replace(epochs=1, eval_every_seconds=30.0))
-    assert [trainer._next_eval(t) for t in (0.0, 1.0, 3.0, 16.0, 30.0, 45.0)] == [1.0, 2.0, 6.0, 30.0, 60.0, 75.0]
+    assert [next_evaluation(t, 30.0) for t in (0.0, 1.0, 3.0, 16.0, 30.0, 45.0)] == [1.0, 2.0, 6.0, 30.0, 60.0, 75.0]
     state = Trainer(QUICK.replace(epochs=3, eval_every_seconds=0.001)).run()
     keys = [(r["epoch"], r["generation"]) for r in state.history]
     assert len(keys) == len(set(keys))

@@ -3,8 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import zipfile
 
@@ -16,24 +14,6 @@ from fastes.data import load_dataset
 from fastes.storage import load_checkpoint
 
 LONG = ["--preset", "quick", "--epochs", "150", "--quiet"]
-
-
-def cli(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "fastes.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def model_arrays(folder):
-    with np.load(folder / "model.npz") as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-def assert_same_model(a, b):
-    ma, mb = model_arrays(a), model_arrays(b)
-    assert ma.keys() == mb.keys()
-    for k in ma:
-        if k != "config":
-            assert ma[k].tobytes() == mb[k].tobytes(), k
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +30,9 @@ def _wait_for(path, timeout=120):
         time.sleep(0.05)
 
 
-def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, uninterrupted):
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, uninterrupted, fastes_process, model_bytes):
     out = tmp_path / "killed"
-    proc = cli("train", *LONG, "--out", out)
+    proc = fastes_process("train", *LONG, "--out", out)
     _wait_for(out / "checkpoint.npz")
     time.sleep(0.7)  # somewhere inside a later epoch
     proc.send_signal(signal.SIGKILL)
@@ -60,14 +40,14 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, uninterrupted):
     state, _, _ = load_checkpoint(out / "checkpoint.npz")
     assert 0 < state.epoch < 150
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
-    assert_same_model(out, uninterrupted)
+    assert model_bytes(out) == model_bytes(uninterrupted)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["epochs_done"] == 150
 
 
-def test_ctrl_c_writes_results_exits_130_and_resumes(tmp_path, uninterrupted):
+def test_ctrl_c_writes_results_exits_130_and_resumes(tmp_path, uninterrupted, fastes_process, model_bytes):
     out = tmp_path / "interrupted"
-    proc = cli("train", *LONG, "--out", out)
+    proc = fastes_process("train", *LONG, "--out", out)
     _wait_for(out / "checkpoint.npz")
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
@@ -78,13 +58,13 @@ def test_ctrl_c_writes_results_exits_130_and_resumes(tmp_path, uninterrupted):
         assert (out / name).is_file()
     assert not json.loads((out / "summary.json").read_text())["finished"]
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
-    assert_same_model(out, uninterrupted)
+    assert model_bytes(out) == model_bytes(uninterrupted)
 
 
-def test_config_file_reproduces_a_run(tmp_path, uninterrupted):
+def test_config_file_reproduces_a_run(tmp_path, uninterrupted, model_bytes):
     out = tmp_path / "again"
     assert main(["train", "--config", str(uninterrupted / "config.toml"), "--out", str(out), "--quiet"]) == 0
-    assert_same_model(out, uninterrupted)
+    assert model_bytes(out) == model_bytes(uninterrupted)
 
 
 def test_config_file_with_flag_override(tmp_path):
@@ -93,7 +73,8 @@ def test_config_file_with_flag_override(tmp_path):
     out = tmp_path / "o"
     assert main(["train", "--config", str(cfg), "--hidden", "6", "--out", str(out), "--quiet"]) == 0
     assert "hidden = [6]" in (out / "config.toml").read_text()
-    assert model_arrays(out)["W0"].shape == (64, 6)
+    with np.load(out / "model.npz") as npz:
+        assert npz["W0"].shape == (64, 6)
 
 
 def test_predict_images(tmp_path, uninterrupted, capsys):

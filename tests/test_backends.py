@@ -1,0 +1,31 @@
+"""Every backend implements the :class:`fastes.backends.Backend` protocol, by itself."""
+
+import inspect
+
+import pytest
+
+from fastes.backends import Backend, NumbaBackend, NumpyBackend
+from fastes.config import preset
+from fastes.ray_backend import RayBackend
+from fastes.trainer import Trainer
+
+METHODS = [name for name, value in vars(Backend).items() if inspect.isfunction(value) and not name.startswith("_")]
+
+
+def test_the_protocol_names_what_the_trainer_calls():
+    assert set(METHODS) == {"begin", "population_losses", "noise_sum", "record_step", "batch_metrics"}
+
+
+@pytest.mark.parametrize("cls", [NumbaBackend, NumpyBackend, RayBackend])
+def test_each_backend_defines_every_method_with_the_protocol_arguments(cls):
+    assert cls.__mro__[1:] == (object,), "a backend stands alone: no methods borrowed or inherited"
+    for name in METHODS:
+        want = list(inspect.signature(getattr(Backend, name)).parameters)
+        got = list(inspect.signature(vars(cls)[name]).parameters)
+        assert got[: len(want)] == want, (cls.__name__, name)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_local_backends_say_their_threads(backend):
+    threads = Trainer(preset("seed").replace(dataset="digits", backend=backend)).backend.threads
+    assert (threads is None) == (backend == "numpy")

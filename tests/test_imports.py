@@ -1,0 +1,48 @@
+"""The package's import graph: no cycles, and light modules stay light.
+
+Every ``from .x import ...`` and ``from . import x`` of ``fastes/*.py`` is an edge, wherever
+it is written (a function-level import is an edge too: it only delays the cycle)."""
+
+import ast
+import subprocess
+import sys
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fastes"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module name -> names of the package's modules it imports."""
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    graph = {}
+    for name in modules:
+        edges = set()
+        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    edges.add(node.module.split(".")[0])
+                else:
+                    edges.update(alias.name for alias in node.names)
+        graph[name] = {m for m in edges if m in modules and m != "__init__"} - {name}
+    return graph
+
+
+def test_the_import_graph_sees_the_known_edges():
+    graph = import_graph()
+    assert "kernels" in graph["backends"] and "backends" in graph["ray_backend"]
+
+
+def test_the_import_graph_has_no_cycle():
+    try:
+        tuple(TopologicalSorter(import_graph()).static_order())
+    except CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+@pytest.mark.parametrize("module", ["fastes.report", "fastes.storage"])
+def test_files_and_reports_load_no_training_code(module):
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert module in loaded
+    assert not loaded & {"fastes.trainer", "fastes.kernels", "fastes.backends", "numba"}

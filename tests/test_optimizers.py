@@ -1,0 +1,40 @@
+"""The optimizers: each descends, keeps its state in the dict it is given, and resumes
+from a copy of that state exactly."""
+
+import numpy as np
+import pytest
+
+from fastes.optimizers import SGD, Adam, Momentum
+
+
+@pytest.mark.parametrize("opt", [SGD(3), Momentum(3, momentum=0.5), Adam(3)])
+def test_optimizers_descend_a_quadratic(opt):
+    theta = np.array([3.0, -2.0, 1.0], dtype=np.float32)
+    state = opt.state()
+    for _ in range(300):
+        opt.step(theta, theta.astype(np.float64), 0.05, state)
+    assert np.abs(theta).max() < 0.2 and int(state["t"]) == 300
+
+
+@pytest.mark.parametrize("opt", [SGD(4), Momentum(4), Adam(4)])
+def test_optimizer_resumes_from_a_copy_of_its_state(opt):
+    theta_a, state_a = np.ones(4, dtype=np.float32), opt.state()
+    opt.step(theta_a, np.arange(4.0), 0.1, state_a)
+    theta_b, state_b = theta_a.copy(), {k: np.array(v) for k, v in state_a.items()}
+    opt.step(theta_a, np.ones(4), 0.1, state_a)
+    opt.step(theta_b, np.ones(4), 0.1, state_b)
+    np.testing.assert_array_equal(theta_a, theta_b)
+
+
+def test_fresh_states_are_independent():
+    opt = Adam(2)
+    a, b = opt.state(), opt.state()
+    opt.step(np.ones(2, dtype=np.float32), np.ones(2), 0.1, a)
+    assert int(b["t"]) == 0 and not b["m"].any()
+
+
+def test_weight_decay_shrinks():
+    theta = np.ones(2, dtype=np.float32)
+    opt = SGD(2, weight_decay=0.5)
+    opt.step(theta, np.zeros(2), 0.1, opt.state())
+    np.testing.assert_allclose(theta, 0.95)
