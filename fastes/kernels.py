@@ -58,7 +58,12 @@ F_SIGNS, F_LOWRANK, F_RANK, F_LOSS, F_BLOCKS, F_GROUPED, F_PHASES, F_THREADS = r
 #: ``flags[F_PHASES]``: how much of a member's work to do (the profile times each prefix).
 PHASE_NOISE, PHASE_LAYERS, PHASE_LOSS = 1, 2, 3
 
-U0 = np.uint64(0)
+
+# Kernels find their per-thread scratch with numba.get_thread_id(), which reads state that
+# Numba's thread pool sets up when it starts. Machine code loaded from the cache does not
+# start it (compiling does), so a process whose first kernel is a cached serial one read
+# garbage and crashed (`fastes evaluate` did): start the pool when the kernels are imported.
+numba.get_num_threads()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -527,9 +532,13 @@ def _reduce_members_impl(row_loss, batch, out_loss):
         _reduce_member(row_loss, m, batch, out_loss)
 
 
-def _forward_rows_impl(theta, geo, indptr, indices, values, rows, wt_base, bsc, zeros, hsc, lsc, out):
+@njit(**JIT)
+def _forward_rows(theta, geo, indptr, indices, values, rows, wt_base, bsc, zeros, hsc, lsc, out):
     """Logits (B, C) of the unperturbed model, ``out`` flat, by blocks of ``zeros.shape[0] //
-    H1`` rows (``wt_base`` from :func:`_transpose_layers`)."""
+    H1`` rows (``wt_base`` from :func:`_transpose_layers`).
+
+    One thread: a batch's metrics are too little work to share out, a test-set evaluation
+    takes milliseconds, and one compiled variant instead of two saves 1.9 s of a first run."""
     n_layers = geo.shape[1] - 1
     width0 = geo[G_DIMS, 1]
     n_out = geo[G_DIMS, n_layers]
@@ -537,8 +546,8 @@ def _forward_rows_impl(theta, geo, indptr, indices, values, rows, wt_base, bsc, 
     stride = lsc.shape[1] // n_out
     block = zeros.shape[0] // width0
     b0 = np.uint64(geo[G_B, 0])
-    for blk in prange((batch + block - 1) // block):
-        t = numba.get_thread_id()
+    for blk in range((batch + block - 1) // block):
+        t = 0  # one thread: its scratch slot (see the note on numba.get_thread_id above)
         r0 = blk * block
         r1 = min(batch, r0 + block)
         bs = bsc[t]
@@ -595,10 +604,6 @@ def _compiled(impl):
 _first_layer, _first_layer_serial = _compiled(_first_layer_impl)
 _member_losses, _member_losses_serial = _compiled(_member_losses_impl)
 _reduce_members, _reduce_members_serial = _compiled(_reduce_members_impl)
-# The unperturbed forward pass runs on one thread: a batch's metrics are too little work to
-# share out, a test-set evaluation takes milliseconds, and one variant compiles instead of
-# two (1.9 s of a first run).
-_forward_rows = njit(**JIT)(_forward_rows_impl)
 _row_losses = njit(**JIT)(_row_losses_impl)
 
 

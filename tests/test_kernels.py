@@ -93,3 +93,22 @@ def test_validation_errors(table, random_case):
         K.forward_logits(theta, layout, csr, np.array([99], dtype=np.int64))
     with pytest.raises(IndexError, match="past the end"):
         K.noise_weighted_sum(table, np.array([len(table) - 10]), np.ones(1), 100)
+
+
+def test_cached_kernels_run_in_a_fresh_process():
+    """A process whose first kernel is loaded from Numba's cache (not compiled) must run it:
+    the per-thread scratch lookup needs Numba's thread pool, which only compiling started."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; import scipy.sparse as sp\n"
+        "from fastes import kernels; from fastes.layout import ParamLayout\n"
+        "layout = ParamLayout((30, 8, 5)); theta = layout.init('normal', 0.1, np.random.default_rng(0))\n"
+        "m = sp.random(200, 30, density=0.3, format='csr', random_state=0, dtype=np.float32)\n"
+        "csr = (m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data)\n"
+        "print(kernels.forward_logits(theta, layout, csr, np.arange(200, dtype=np.int64)).shape)\n"
+    )
+    for _ in range(2):  # the second run loads what the first one cached
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.strip() == "(200, 5)", done.stderr[-500:]
