@@ -72,36 +72,46 @@ def make_progress(quiet: bool = False, stream=None):
         TextColumn("ETA {task.fields[eta]}"),
     )
     fields = dict(rate=0.0, loss="-", acc="-", test="-", eta="-:--:--")
-    with Progress(*columns, transient=False, refresh_per_second=4) as bar:
-        compiling = None
-        task = None
-        last_test = ["-"]
+    # The bar starts with the first generation; while the kernels compile a spinner of its own
+    # says so (rich allows one live display at a time).
+    bar = Progress(*columns, transient=False, refresh_per_second=4)
+    status = None
+    task = None
+    last_test = ["-"]
 
-        def live(info: dict) -> None:
-            nonlocal compiling, task
-            if "stage" in info:
-                if info["seconds"] is None:
-                    compiling = bar.add_task("compiling kernels (first run only)", total=None, **fields)
-                else:
-                    bar.remove_task(compiling)
-                    if info["seconds"] >= COMPILE_NOTICE_SECONDS:
-                        bar.console.print(_compile_line(info["seconds"]), highlight=False)
-                return
-            if task is None:
-                task = bar.add_task("epoch", total=None, **fields)
-            if info["row"] is not None:
-                last_test[0] = _fmt(info["row"]["test_accuracy"])
-                bar.console.print(_log_line(info), highlight=False)
-            bar.update(
-                task,
-                total=info["total_generations"],
-                completed=info["generation"],
-                description=f"epoch {info['epoch'] + info['batch'] / max(info['n_batches'], 1):.1f}/{info['epochs']}",
-                eta=_eta(info),
-                rate=info["generations_per_second"],
-                loss=_fmt(info["train_loss"]),
-                acc=_fmt(info["train_accuracy"]),
-                test=last_test[0],
-            )
+    def live(info: dict) -> None:
+        nonlocal status, task
+        if "stage" in info:
+            if info["seconds"] is None:
+                status = bar.console.status("compiling kernels (first run only) ...")
+                status.start()
+            else:
+                status.stop()
+                if info["seconds"] >= COMPILE_NOTICE_SECONDS:
+                    bar.console.print(_compile_line(info["seconds"]), highlight=False)
+            return
+        if task is None:
+            bar.start()
+            task = bar.add_task("epoch", total=None, **fields)
+        if info["row"] is not None:
+            last_test[0] = _fmt(info["row"]["test_accuracy"])
+            bar.console.print(_log_line(info), highlight=False)
+        bar.update(
+            task,
+            total=info["total_generations"],
+            completed=info["generation"],
+            description=f"epoch {info['epoch'] + info['batch'] / max(info['n_batches'], 1):.1f}/{info['epochs']}",
+            eta=_eta(info),
+            rate=info["generations_per_second"],
+            loss=_fmt(info["train_loss"]),
+            acc=_fmt(info["train_accuracy"]),
+            test=last_test[0],
+        )
 
+    try:
         yield live
+    finally:
+        if status is not None:
+            status.stop()
+        if task is not None:
+            bar.stop()
