@@ -24,9 +24,11 @@ unboxes few arguments.
 Speed notes, each measured: inner loops index flat arrays with ``uint64`` offsets (Numba
 adds no negative-index wraparound branch for unsigned indices, so LLVM vectorises them,
 and no array view is created per row, whose reference counting cost more than the
-arithmetic); later layers compute two rows x four outputs per pass so that every loaded
-weight and activation feeds several FMAs; the loss runs over a block of rows with a
-polynomial exp/log that vectorises (``math.exp`` is a scalar libm call per logit).
+arithmetic); helpers take a block of rows per call (a call increfs its array arguments);
+later layers compute four rows x four outputs per pass so that every loaded weight and
+activation feeds four FMAs; the loss runs over a block of rows with a polynomial exp/log
+that vectorises (``math.exp`` is a scalar libm call per logit). The unperturbed forward pass
+(:func:`_forward_rows`) and the CSR builder run on one thread.
 
 Determinism: every ``prange`` iteration writes only its own rows of the output, and sums
 over rows or members run in a fixed order afterwards, so results are identical for any
