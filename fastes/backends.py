@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from . import kernels, reference
+from . import kernels, reference, workspace
 from .errors import ConfigError
 
 
@@ -54,7 +54,7 @@ class Backend(Protocol):
 
 def to_csr(x: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR form of a dense (N, d) array times ``scale``: (indptr int64, indices int32, values float32)."""
-    return kernels.dense_to_csr(x, scale)
+    return workspace.dense_to_csr(x, scale)
 
 
 def set_threads(threads: int | None) -> int:
@@ -94,7 +94,7 @@ class NoiseSum:
         self.layout, self.table, self.rank = layout, table, config.rank
         self.lowrank = config.perturbation == "lowrank"
         self.grad = np.empty(layout.size, dtype=np.float64)
-        self.stacks = kernels.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
+        self.stacks = workspace.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
         # The low-rank gradient's products run in BLAS on one thread: BLAS threads left
         # spinning after a call take the cores from the next kernel's threads (and the
         # kernels' OpenMP threads from BLAS), which cost 6x the product itself here.
@@ -105,7 +105,7 @@ class NoiseSum:
         reused next call)."""
         if self.lowrank:
             with self.blas.limit(limits=1, user_api="blas"):
-                return kernels.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.rank,
+                return workspace.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.rank,
                                                     self.grad, self.stacks)
         kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
         return self.grad
@@ -125,7 +125,7 @@ class ModelMetrics:
         self.csr = dataset.csr("train")
         self.labels = train_labels(dataset)
         self.loss_code = kernels.LOSS_CODES[config.loss]
-        self.forward = kernels.ForwardWorkspace(layout, batch_rows(config, dataset))
+        self.forward = workspace.ForwardWorkspace(layout, batch_rows(config, dataset))
 
     def __call__(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
         """Summed loss (float) and correct count (int) of ``theta`` on training ``rows``."""
@@ -149,7 +149,7 @@ class NumbaBackend:
         self.threads = set_threads(config.threads)
         self.metrics = ModelMetrics(config, layout, dataset)
         self.csr, self.labels, self.loss_code = self.metrics.csr, self.metrics.labels, self.metrics.loss_code
-        self.workspace = kernels.PopulationWorkspace(
+        self.workspace = workspace.PopulationWorkspace(
             layout, config.n_noise, config.antithetic, batch_rows(config, dataset), config.perturbation,
             config.rank, self.threads,
         )
@@ -232,4 +232,4 @@ def predict_logits(theta, layout, x=None, csr=None) -> np.ndarray:
     theta = np.ascontiguousarray(theta, dtype=np.float32)
     csr = csr if csr is not None else to_csr(x)
     rows = np.arange(len(csr[0]) - 1, dtype=np.int64)
-    return kernels.forward_logits(theta, layout, csr, rows)
+    return workspace.forward_logits(theta, layout, csr, rows)

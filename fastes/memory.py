@@ -5,7 +5,7 @@ before anything large is allocated, and the length of its noise vectors against 
 available, and the largest population, batch size, rank or hidden width that fits.
 
 The kernels' buffers come from the plans that the workspaces allocate from
-(:func:`fastes.kernels.population_plan`, :func:`fastes.kernels.forward_plan`); the rest
+(:func:`fastes.workspace.population_plan`, :func:`fastes.workspace.forward_plan`); the rest
 follows :mod:`fastes.backends` and the NumPy reference.
 
 The modules that compile (kernels, noise) are imported by the functions that need them:
@@ -75,7 +75,7 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     ``nnz``: non-zero training pixels (default: all of them), for the sparse copies of the
     data. A batch holds at most the whole training set, as the backends allocate it.
     """
-    from . import kernels
+    from . import workspace
     from .noise import table_size_for
     from .reference import MEMBER_CHUNK
 
@@ -98,15 +98,15 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
         terms["population chunk (members x parameters)"] = 3 * chunk * size * 4
         terms["population chunk activations (members x batch x width)"] = chunk * batch * (3 * widest * 4 + 3 * n_classes * 8)
     else:
-        plan = kernels.population_plan(layout, n_noise, config.antithetic, batch, config.perturbation, config.rank,
+        plan = workspace.population_plan(layout, n_noise, config.antithetic, batch, config.perturbation, config.rank,
                                        config.threads)
         row_loss_shape, _ = plan["buffers"].pop("row_loss")
         terms["row losses (population x batch)"] = 8 * int(np.prod(row_loss_shape))
-        terms["population workspace"] = kernels.plan_bytes(plan)
-        terms["batch buffers"] = kernels.plan_bytes(kernels.forward_plan(layout, batch))
+        terms["population workspace"] = workspace.plan_bytes(plan)
+        terms["batch buffers"] = workspace.plan_bytes(workspace.forward_plan(layout, batch))
         if config.perturbation == "lowrank":
             terms["low-rank noise stacks (population x rank x widths)"] = sum(
-                8 * int(np.prod(a)) + 8 * int(np.prod(b)) for a, b in kernels.lowrank_stack_shapes(layout, n_noise, config.rank))
+                8 * int(np.prod(a)) + 8 * int(np.prod(b)) for a, b in workspace.lowrank_stack_shapes(layout, n_noise, config.rank))
     return terms
 
 

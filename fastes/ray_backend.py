@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from . import kernels, workspace
 from .backends import ModelMetrics, NoiseSum, batch_rows, set_threads, train_labels
 from .errors import BackendError
 from .strategy import ESState, build_strategy
@@ -63,7 +63,7 @@ class _Worker:
         self.noise = NoiseSum(cfg, self.layout, self.table)
         self.csr, self.labels = dataset.csr("train"), train_labels(dataset)
         self.loss_code = kernels.LOSS_CODES[cfg.loss]
-        self.workspace = kernels.PopulationWorkspace(
+        self.workspace = workspace.PopulationWorkspace(
             self.layout, members, cfg.antithetic, batch_rows(cfg, dataset), cfg.perturbation, cfg.rank, threads
         )
         self.state: ESState | None = None

@@ -290,7 +290,6 @@ class Trainer:
     def _record(self, state: TrainState, now: float, partial: bool) -> None:
         if state.history and state.history[-1]["generation"] == state.generation:
             return  # this generation is measured already (an epoch's end, then the budget)
-        ds = self.dataset
         test_loss, test_acc = self.evaluate(state.theta, "test")
         epoch = state.epoch + (state.batch / self.n_batches if partial else 0.0)
         row = {

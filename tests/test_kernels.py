@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fastes import kernels as K
+from fastes import workspace as W
 from fastes import reference as R
 from fastes.bench import CONFIGS, bench_config
 from fastes.noise import member_offsets
@@ -42,7 +43,7 @@ def test_population_losses_match_reference(table, random_case, dims, antithetic,
     layout, theta, x, csr, y = random_case(dims)
     rows = np.arange(3, 40, dtype=np.int64)
     offsets = member_offsets(1, 2, 6, layout.noise_size(perturbation, rank))
-    got = K.population_losses(theta, table, offsets, 0.05, antithetic, layout, csr, rows, y, loss, perturbation, rank, serial=serial)
+    got = W.population_losses(theta, table, offsets, 0.05, antithetic, layout, csr, rows, y, loss, perturbation, rank, serial=serial)
     want, _ = R.population_losses(theta, table, offsets, 0.05, antithetic, layout, x[rows], y[rows], loss, perturbation, rank)
     assert got.shape == (12 if antithetic else 6,)
     np.testing.assert_allclose(got, want, rtol=2e-5)
@@ -52,13 +53,13 @@ def test_population_losses_match_reference(table, random_case, dims, antithetic,
 def test_forward_logits_match_reference(random_case, dims):
     layout, theta, x, csr, y = random_case(dims)
     rows = np.array([5, 0, 39, 7], dtype=np.int64)
-    np.testing.assert_allclose(K.forward_logits(theta, layout, csr, rows), R.forward_logits(theta, layout, x[rows]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(W.forward_logits(theta, layout, csr, rows), R.forward_logits(theta, layout, x[rows]), rtol=1e-5, atol=1e-6)
 
 
 def test_noise_weighted_sum_matches_reference(table):
     offsets = member_offsets(3, 4, 9, 5000)
     weights = np.random.default_rng(0).standard_normal(9)
-    np.testing.assert_allclose(K.noise_weighted_sum(table, offsets, weights, 5000, chunk=700),
+    np.testing.assert_allclose(W.noise_weighted_sum(table, offsets, weights, 5000, chunk=700),
                                R.noise_weighted_sum(table, offsets, weights, 5000), rtol=1e-12, atol=1e-12)
 
 
@@ -67,7 +68,7 @@ def test_lowrank_weighted_sum_matches_reference(table, random_case, rank):
     layout, *_ = random_case((30, 12, 5))
     offsets = member_offsets(3, 4, 7, layout.lowrank_size(rank))
     weights = np.random.default_rng(1).standard_normal(7)
-    np.testing.assert_allclose(K.lowrank_weighted_sum(table, offsets, weights, layout, rank),
+    np.testing.assert_allclose(W.lowrank_weighted_sum(table, offsets, weights, layout, rank),
                                R.lowrank_weighted_sum(table, offsets, weights, layout, rank), rtol=1e-5, atol=1e-6)
 
 
@@ -78,7 +79,7 @@ def test_results_identical_for_any_thread_count(table, random_case):
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
         numba.set_num_threads(threads)
-        ws = K.PopulationWorkspace(layout, 3, True, 64, threads=threads, serial=False)
+        ws = W.PopulationWorkspace(layout, 3, True, 64, threads=threads, serial=False)
         results.append(ws.losses(theta, table, offsets, 0.1, csr, rows, y, K.LOSS_MSE).copy())
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     np.testing.assert_array_equal(results[0], results[1])
@@ -88,11 +89,11 @@ def test_validation_errors(table, random_case):
     layout, theta, x, csr, y = random_case((50, 10))
     rows = np.arange(4, dtype=np.int64)
     with pytest.raises(TypeError, match="theta must be a 1-d float32"):
-        K.forward_logits(theta.astype(np.float64), layout, csr, rows)
+        W.forward_logits(theta.astype(np.float64), layout, csr, rows)
     with pytest.raises(IndexError, match="rows out of range"):
-        K.forward_logits(theta, layout, csr, np.array([99], dtype=np.int64))
+        W.forward_logits(theta, layout, csr, np.array([99], dtype=np.int64))
     with pytest.raises(IndexError, match="past the end"):
-        K.noise_weighted_sum(table, np.array([len(table) - 10]), np.ones(1), 100)
+        W.noise_weighted_sum(table, np.array([len(table) - 10]), np.ones(1), 100)
 
 
 def test_cached_kernels_run_in_a_fresh_process():
@@ -103,11 +104,11 @@ def test_cached_kernels_run_in_a_fresh_process():
 
     code = (
         "import numpy as np; import scipy.sparse as sp\n"
-        "from fastes import kernels; from fastes.layout import ParamLayout\n"
+        "from fastes import workspace; from fastes.layout import ParamLayout\n"
         "layout = ParamLayout((30, 8, 5)); theta = layout.init('normal', 0.1, np.random.default_rng(0))\n"
         "m = sp.random(200, 30, density=0.3, format='csr', random_state=0, dtype=np.float32)\n"
         "csr = (m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data)\n"
-        "print(kernels.forward_logits(theta, layout, csr, np.arange(200, dtype=np.int64)).shape)\n"
+        "print(workspace.forward_logits(theta, layout, csr, np.arange(200, dtype=np.int64)).shape)\n"
     )
     for _ in range(2):  # the second run loads what the first one cached
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -1,0 +1,429 @@
+"""The kernels' buffers and validating entry points: plans of what a generation allocates,
+the workspaces that allocate it once per run, and public functions that check their inputs
+and call the compiled kernels of :mod:`fastes.kernels`.
+
+:func:`population_plan` and :func:`forward_plan` say once what each workspace allocates;
+the workspaces allocate from them and :mod:`fastes.memory` adds them up before a run starts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numba
+import numpy as np
+
+from .kernels import (
+    F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SIGNS, F_THREADS, FORWARD_BLOCK,
+    G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
+    PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL,
+    _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_losses,
+    _member_losses_serial, _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_losses,
+    _row_nonzeros, _transpose_layers,
+)
+
+
+def dense_to_csr(x: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR form of ``x * scale`` for a dense (N, d) array (uint8 pixels or floats).
+
+    Returns
+    -------
+    indptr : ndarray of shape (N + 1,), int64
+    indices : ndarray of shape (nnz,), int32
+    values : ndarray of shape (nnz,), float32
+    """
+    x = np.ascontiguousarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-d (rows, features), got shape {x.shape}")
+    if x.dtype not in (np.uint8, np.float32):
+        x = x.astype(np.float32)
+    counts = np.empty(x.shape[0], dtype=np.int64)
+    _row_nonzeros(x, counts)
+    indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    values = np.empty(indptr[-1], dtype=np.float32)
+    _fill_csr(x, np.float32(scale), indptr, indices, values)
+    return indptr, indices, values
+
+
+def transposed_starts(layout) -> np.ndarray:
+    """Offsets of each layer >= 1 in a member's transposed weights; last entry = total size."""
+    starts = np.zeros(layout.n_layers + 1, dtype=np.int64)
+    pos = 0
+    for l in range(1, layout.n_layers):
+        starts[l] = pos
+        pos += layout.dims[l + 1] * (layout.dims[l] + 1)
+    starts[-1] = pos
+    return starts
+
+
+def geometry(layout, rank: int = 1) -> np.ndarray:
+    """The kernels' view of a layout, int64 (7, n_layers + 1): rows ``G_DIMS`` (widths),
+    ``G_W``/``G_B`` (weight and bias offsets), ``G_T`` (offsets in the transposed later
+    layers, last column their total) and ``G_LRA``/``G_LRB``/``G_LRE`` (low-rank factor
+    offsets for ``rank``)."""
+    n = layout.n_layers
+    geo = np.zeros((7, n + 1), dtype=np.int64)
+    geo[G_DIMS] = layout.dims
+    geo[G_W, :n] = layout.w_start
+    geo[G_B, :n] = layout.b_start
+    geo[G_T] = transposed_starts(layout)
+    a, b, e = layout.lowrank_starts(rank)
+    geo[G_LRA, :n], geo[G_LRB, :n], geo[G_LRE, :n] = a, b, e
+    return geo
+
+
+def _check(name: str, array: np.ndarray, dtype, ndim: int) -> None:
+    if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != ndim:
+        got = f"{array.dtype} with {array.ndim} dims" if isinstance(array, np.ndarray) else type(array).__name__
+        raise TypeError(f"{name} must be a {ndim}-d {np.dtype(dtype)} array, got {got}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+
+
+def check_offsets(offsets, width: int, table) -> None:
+    """Every noise window ``table[offset : offset + width]`` must lie inside the table."""
+    if len(offsets) and (offsets.min() < 0 or offsets.max() + width > len(table)):
+        raise IndexError("a noise offset runs past the end of the noise table")
+
+
+def check_csr(indptr, indices, values, rows) -> None:
+    """Validate CSR inputs and the batch's row numbers."""
+    _check("indptr", indptr, np.int64, 1)
+    _check("indices", indices, np.int32, 1)
+    _check("values", values, np.float32, 1)
+    _check("rows", rows, np.int64, 1)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(indptr) - 1):
+        raise IndexError("rows out of range of the CSR matrix")
+
+
+def population_plan(layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None) -> dict:
+    """How a :class:`PopulationWorkspace` runs and what it allocates: ``grouped``, ``serial``,
+    ``n_blocks`` and ``buffers`` (name -> (shape, dtype)). The one place both are derived:
+    the workspace allocates these buffers and :mod:`fastes.memory` adds them up before a
+    run starts."""
+    n_noise, batch, rank = int(n_noise), int(batch), int(rank)
+    members = n_noise * (2 if antithetic else 1)
+    lowrank = perturbation == "lowrank"
+    dims = layout.dims
+    width0 = dims[1]
+    # Gather the first layer side by side (one long vectorised pass per row instead of
+    # n short ones): always for low-rank (r columns per member), and for full-rank when
+    # the population's first-layer width is small.
+    grouped = lowrank or n_noise * width0 <= GROUPED_MAX_WIDTH
+    cols = rank if lowrank else width0
+    gathered = min(max(1, GATHER_COLUMNS // cols), n_noise) * cols if grouped else 0
+    n_threads = threads or numba.get_num_threads()
+    if serial is None:
+        serial = n_threads == 1 or members * batch <= SERIAL_MAX_MEMBER_ROWS
+    # Split rows into blocks only when members alone cannot keep every thread busy.
+    n_blocks = 1 if serial else int(min(batch, max(1, -(-4 * n_threads // max(n_noise, 1)))))
+    block = -(-batch // n_blocks)
+    slots = numba.config.NUMBA_NUM_THREADS
+    transposed = max(int(transposed_starts(layout)[-1]), 1)
+    f32, f64 = np.float32, np.float64
+    buffers = {
+        "wide": ((slots, (dims[0] + batch) * gathered), f32),
+        "base": ((batch * width0,), f32),
+        "proj": ((n_noise * batch * cols if grouped else 1,), f32),
+        "wt_base": ((transposed,), f32),
+        "wscratch": ((slots, transposed), f32),
+        "zscratch": ((slots, block * width0), f32),
+        "hscratch": ((slots, 2 * (block + ROW_GROUP - 1) * max(dims[1:])), f32),
+        "lscratch": ((slots, dims[-1] * (block + ROW_GROUP)), f32),
+        "vscratch": ((slots, 6, block + 1), f32),
+        "row_loss": ((members * batch,), f64),  # (members, rows) of the current batch, C-ordered
+        "out_loss": ((members,), f64),
+    }
+    # The first layer's work is the batch's sparse rows times every gathered column: worth
+    # both threads long before the members' work is (the seed config: 64 rows x 144 columns).
+    serial_first_layer = n_threads == 1 or batch * (width0 + (n_noise * cols if grouped else 0)) < FIRST_LAYER_PARALLEL
+    return {"grouped": bool(grouped), "serial": bool(serial), "serial_first_layer": bool(serial_first_layer),
+            "n_blocks": n_blocks, "buffers": buffers}
+
+
+def plan_bytes(plan: dict) -> int:
+    """Bytes of a plan's buffers (:func:`population_plan`, :func:`forward_plan`)."""
+    return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in plan["buffers"].values())
+
+
+def forward_plan(layout, batch: int) -> dict:
+    """What a :class:`ForwardWorkspace` allocates: ``buffers`` (name -> (shape, dtype))."""
+    slots = numba.config.NUMBA_NUM_THREADS
+    width0, n_out = layout.dims[1], layout.dims[-1]
+    return {"buffers": {
+        "wt_base": ((max(int(transposed_starts(layout)[-1]), 1),), np.float32),
+        "bscratch": ((slots, FORWARD_BLOCK * width0), np.float32),
+        "zeros": ((FORWARD_BLOCK * width0,), np.float32),
+        "hscratch": ((slots, 2 * (FORWARD_BLOCK + ROW_GROUP - 1) * max(layout.dims[1:])), np.float32),
+        "lscratch": ((slots, n_out * (FORWARD_BLOCK + ROW_GROUP)), np.float32),
+        "logits": ((batch * n_out,), np.float32),
+        "row_loss": ((batch,), np.float64),
+        "row_correct": ((batch,), np.int64),
+    }}
+
+
+class ForwardWorkspace:
+    """Buffers for the unperturbed model's logits on up to ``batch`` rows, reused per call.
+
+    Parameters
+    ----------
+    layout : ParamLayout
+    batch : int
+        Most rows per call.
+    """
+
+    def __init__(self, layout, batch: int):
+        self.layout = layout
+        self.geo = geometry(layout)
+        buffers = {name: np.zeros(shape, dtype) for name, (shape, dtype) in forward_plan(layout, batch)["buffers"].items()}
+        self.wt_base, self.bscratch, self.zeros = buffers["wt_base"], buffers["bscratch"], buffers["zeros"]
+        self.hscratch, self.lscratch, self.logits = buffers["hscratch"], buffers["lscratch"], buffers["logits"]
+        self.row_loss, self.row_correct = buffers["row_loss"], buffers["row_correct"]
+
+    def logits_of(self, theta, csr, rows) -> np.ndarray:
+        """Logits (B, C) float32, a view of the workspace (valid until the next call)."""
+        n, n_out = len(rows), self.layout.dims[-1]
+        out = self.logits[: n * n_out]
+        _transpose_layers(theta, self.geo, self.wt_base)
+        _forward_rows(theta, self.geo, csr[0], csr[1], csr[2], rows, self.wt_base, self.bscratch, self.zeros,
+                self.hscratch, self.lscratch, out)
+        return out.reshape(n, n_out)
+
+    def metrics(self, theta, csr, rows, labels, loss_code) -> tuple[float, int]:
+        """Summed loss and correct count of the model on ``rows``."""
+        n = len(rows)
+        logits = self.logits_of(theta, csr, rows)
+        _row_losses(logits, labels, rows, loss_code, self.row_loss[:n], self.row_correct[:n])
+        return float(self.row_loss[:n].sum()), int(self.row_correct[:n].sum())
+
+
+def forward_logits(theta, layout, csr, rows, out=None) -> np.ndarray:
+    """Logits of the model ``theta`` for CSR rows.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (P,), float32
+    layout : ParamLayout
+    csr : tuple (indptr (N+1,) int64, indices (nnz,) int32, values (nnz,) float32)
+    rows : ndarray of shape (B,), int64
+    out : ndarray of shape (B, C), float32, optional
+
+    Returns
+    -------
+    ndarray of shape (B, C), float32
+    """
+    indptr, indices, values = csr
+    check_csr(indptr, indices, values, rows)
+    _check("theta", theta, np.float32, 1)
+    if theta.shape[0] != layout.size:
+        raise ValueError(f"theta has {theta.shape[0]} values, layout needs {layout.size}")
+    logits = ForwardWorkspace(layout, max(len(rows), 1)).logits_of(theta, csr, rows)
+    if out is None:
+        return logits.copy()
+    out[...] = logits
+    return out
+
+
+def population_losses(
+    theta, table, offsets, sigma, antithetic, layout, csr, rows, labels,
+    loss="mse", perturbation="full", rank=1, threads=None, serial=None,
+) -> np.ndarray:
+    """Mean batch loss of each population member.
+
+    Parameters
+    ----------
+    theta : ndarray of shape (P,), float32
+    table : ndarray of shape (T,), float32, the shared noise table
+    offsets : ndarray of shape (n_noise,), int64
+    sigma : float
+    antithetic : bool
+        Evaluate each noise vector with both signs (population = 2 * n_noise).
+    layout : ParamLayout
+    csr : tuple (indptr, indices, values)
+    rows : ndarray of shape (B,), int64
+    labels : ndarray of shape (N,), int32
+    serial : bool, optional
+        Run on one thread (default: when the population x batch is small).
+
+    Returns
+    -------
+    ndarray of shape (n,), float64; member ``k * n_signs + i`` is noise vector k with sign
+    ``+1`` (i = 0) or ``-1`` (i = 1).
+    """
+    ws = PopulationWorkspace(layout, len(offsets), antithetic, len(rows), perturbation, rank, threads, serial)
+    ws.check(theta, table, offsets, csr, rows, labels)
+    return ws.losses(theta, table, offsets, sigma, csr, rows, labels, LOSS_CODES[loss]).copy()
+
+
+class PopulationWorkspace:
+    """Preallocated buffers for the population phase kernels, reused every generation.
+
+    Created once per run for a given population, batch size and layout (a smaller last
+    batch uses the leading rows). :meth:`check` validates a run's arrays once;
+    :meth:`losses` is the hot path: no allocation, three compiled calls at most.
+    """
+
+    def __init__(self, layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None):
+        self.layout = layout
+        self.n_noise = int(n_noise)
+        self.n_signs = 2 if antithetic else 1
+        self.n_members = self.n_noise * self.n_signs
+        self.lowrank = perturbation == "lowrank"
+        self.rank = int(rank)
+        self.noise_size = layout.noise_size(perturbation, self.rank)
+        self.batch = int(batch)
+        self.geo = geometry(layout, self.rank)
+        plan = population_plan(layout, n_noise, antithetic, batch, perturbation, rank, threads, serial)
+        self.grouped, self.serial, self.n_blocks = plan["grouped"], plan["serial"], plan["n_blocks"]
+        buffers = {name: np.zeros(shape, dtype) for name, (shape, dtype) in plan["buffers"].items()}
+        self.wide, self.base, self.proj = buffers["wide"], buffers["base"], buffers["proj"]
+        self.wt_base, self.wscratch, self.zscratch = buffers["wt_base"], buffers["wscratch"], buffers["zscratch"]
+        self.hscratch, self.lscratch, self.vscratch = buffers["hscratch"], buffers["lscratch"], buffers["vscratch"]
+        self.row_loss, self.out_loss = buffers["row_loss"], buffers["out_loss"]
+        self.flags = np.zeros(8, dtype=np.int64)
+        self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED, F_THREADS]] = (
+            self.n_signs, self.lowrank, self.rank, self.n_blocks, self.grouped, threads or numba.get_num_threads(),
+        )
+        self.kernels = (
+            _first_layer_serial if plan["serial_first_layer"] else _first_layer,
+            _member_losses_serial if self.serial else _member_losses,
+            _reduce_members_serial if self.serial else _reduce_members,
+        )
+
+    def check(self, theta, table, offsets, csr, rows, labels) -> None:
+        """Validate a run's arrays against this workspace (once per run, not per call)."""
+        indptr, indices, values = csr
+        check_csr(indptr, indices, values, rows)
+        _check("theta", theta, np.float32, 1)
+        _check("offsets", offsets, np.int64, 1)
+        _check("labels", labels, np.int32, 1)
+        if theta.shape[0] != self.layout.size:
+            raise ValueError(f"theta has {theta.shape[0]} values, layout needs {self.layout.size}")
+        if len(offsets) != self.n_noise:
+            raise ValueError(f"{len(offsets)} noise offsets, workspace built for {self.n_noise}")
+        if len(rows) > self.batch:
+            raise ValueError(f"{len(rows)} rows, workspace built for at most {self.batch}")
+        check_offsets(offsets, self.noise_size, table)
+
+    def losses(self, theta, table, offsets, sigma, csr, rows, labels, loss_code, phases=PHASE_LOSS, timings=None):
+        """Mean loss of every member, shape (n,), float64 (a view reused next call).
+
+        ``offsets`` must be a generation's offsets from :func:`fastes.noise.member_offsets`
+        for this workspace's noise size (in the table by construction); ``phases`` and
+        ``timings`` (a dict that receives each phase's seconds) serve the profile.
+        """
+        batch = len(rows)
+        first, members, reduce = self.kernels
+        flags = self.flags
+        flags[F_LOSS] = loss_code
+        flags[F_PHASES] = phases
+        indptr, indices, values = csr
+        tick = _clock() if timings is not None else None
+        first(theta, table, offsets, self.geo, flags, indptr, indices, values, rows, self.wide,
+              self.base, self.proj, self.wt_base)
+        if tick is not None:
+            tick = _lap(timings, "first_layer", tick)
+        # a C-contiguous (n, rows) view for every batch size: a strided view for the last,
+        # smaller batch would be another type and compile a second kernel inside the clock
+        row_loss = self.row_loss[: self.n_members * batch].reshape(self.n_members, batch)
+        members(table, offsets, np.float32(sigma), self.geo, flags, indptr, indices, values, rows, labels,
+                self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
+                self.vscratch,
+                row_loss, self.out_loss)
+        if tick is not None:
+            tick = _lap(timings, "members", tick)
+        if self.n_blocks > 1 and phases >= PHASE_LOSS:
+            reduce(row_loss, batch, self.out_loss)
+            if tick is not None:
+                _lap(timings, "reduction", tick)
+        return self.out_loss
+
+
+def _clock() -> float:
+    return time.perf_counter()
+
+
+def _lap(timings: dict, name: str, since: float) -> float:
+    now = _clock()
+    timings[name] = timings.get(name, 0.0) + now - since
+    return now
+
+
+def noise_weighted_sum(table, offsets, weights, size, out=None, chunk=2048) -> np.ndarray:
+    """``sum_k weights[k] * table[offsets[k] : offsets[k] + size]`` in float64.
+
+    Parameters
+    ----------
+    table : ndarray of shape (T,), float32
+    offsets : ndarray of shape (n_noise,), int64
+    weights : ndarray of shape (n_noise,), float64
+    size : int
+    out : ndarray of shape (size,), float64, optional
+
+    Returns
+    -------
+    ndarray of shape (size,), float64
+    """
+    _check("offsets", offsets, np.int64, 1)
+    _check("weights", weights, np.float64, 1)
+    if len(offsets) != len(weights):
+        raise ValueError(f"{len(offsets)} offsets but {len(weights)} weights")
+    check_offsets(offsets, size, table)
+    if out is None:
+        out = np.empty(size, dtype=np.float64)
+    _noise_weighted_sum(table, offsets, weights, chunk, out)
+    return out
+
+
+def lowrank_stack_shapes(layout, n_noise: int, rank: int) -> list[tuple[tuple, tuple]]:
+    """Shapes of :func:`lowrank_stacks`' float64 buffers: per layer (n*r, fan_in) and (n*r, fan_out)."""
+    return [((n_noise * rank, fan_in), (n_noise * rank, fan_out)) for fan_in, fan_out in zip(layout.dims[:-1], layout.dims[1:])]
+
+
+def lowrank_stacks(layout, n_noise: int, rank: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Buffers for :func:`lowrank_weighted_sum`: per layer (n*r, fan_in) and (n*r, fan_out), float64."""
+    return [(np.empty(left), np.empty(right)) for left, right in lowrank_stack_shapes(layout, n_noise, rank)]
+
+
+def lowrank_weighted_sum(table, offsets, weights, layout, rank, out=None, stacks=None) -> np.ndarray:
+    """Gradient-shaped sum of low-rank noise: per layer ``sum_k w_k A_k.T @ B_k / sqrt(r)``.
+
+    Never forms an (n, P) block: each layer's factors are stacked, (n*r, fan_in) and
+    (n*r, fan_out), and multiplied with one float64 GEMM outside any parallel loop.
+
+    Parameters
+    ----------
+    table : ndarray of shape (T,), float32
+    offsets : ndarray of shape (n_noise,), int64
+    weights : ndarray of shape (n_noise,), float64
+    layout : ParamLayout
+    rank : int
+    out : ndarray of shape (P,), float64, optional
+    stacks : list from :func:`lowrank_stacks`, optional
+
+    Returns
+    -------
+    ndarray of shape (P,), float64, in the layout of :class:`ParamLayout`.
+    """
+    _check("offsets", offsets, np.int64, 1)
+    _check("weights", weights, np.float64, 1)
+    n = len(offsets)
+    check_offsets(offsets, layout.lowrank_size(rank), table)
+    if out is None:
+        out = np.empty(layout.size, dtype=np.float64)
+    if stacks is None:
+        stacks = lowrank_stacks(layout, n, rank)
+    a_start, b_start, e_start = layout.lowrank_starts(rank)
+    ones = np.ones(n)
+    scale = 1.0 / math.sqrt(rank)
+    for l, (left, right) in enumerate(stacks):
+        fan_in, fan_out = left.shape[1], right.shape[1]
+        _gather_lowrank(table, offsets, weights, int(a_start[l]), fan_in, rank, scale, left)
+        _gather_lowrank(table, offsets, ones, int(b_start[l]), fan_out, rank, 1.0, right)
+        w0, b0 = int(layout.w_start[l]), int(layout.b_start[l])
+        np.matmul(left.T, right, out=out[w0:b0].reshape(fan_in, fan_out))
+        _noise_weighted_sum(table, offsets + int(e_start[l]), weights, 2048, out[b0 : b0 + fan_out])
+    return out
