@@ -168,12 +168,11 @@ class Trainer:
         started = time.perf_counter()
         cfg, es, backend = self.config, self.es, self.backend
         rows = np.arange(min(cfg.batch_size, self.n_train), dtype=np.int64)
-        probe = ESState(state.theta.copy(), state.generation)
-        offsets = es.ask(probe)
-        weights = es.weights(np.array(backend.population_losses(probe.theta, offsets, cfg.sigma, rows), copy=True))
+        offsets = es.ask(state)  # reads the state; nothing below writes it
+        weights = es.weights(backend.population_losses(state.theta, offsets, cfg.sigma, rows))
         backend.noise_sum(offsets, np.zeros_like(weights))
-        backend.batch_metrics(probe.theta, rows)
-        self.evaluate(probe.theta, "test")
+        backend.batch_metrics(state.theta, rows)
+        self.evaluate(state.theta, "test")
         self.compile_seconds = time.perf_counter() - started
         if self.progress is not None:
             self.progress({"stage": "compile", "seconds": self.compile_seconds})
