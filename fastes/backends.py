@@ -52,11 +52,6 @@ class Backend(Protocol):
         """Summed loss and correct count of the model ``theta`` on training ``rows``."""
 
 
-def to_csr(x: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR form of a dense (N, d) array times ``scale``: (indptr int64, indices int32, values float32)."""
-    return workspace.dense_to_csr(x, scale)
-
-
 def set_threads(threads: int | None) -> int:
     """Set Numba's thread count (None: all cores) and return it."""
     if threads is None:
@@ -230,6 +225,6 @@ def predict_logits(theta, layout, x=None, csr=None) -> np.ndarray:
     """Logits (N, C) of a model for dense inputs ``x`` (N, d), or for ``csr`` (a
     :meth:`Dataset.csr` split, kept by the caller), with the Numba forward kernel."""
     theta = np.ascontiguousarray(theta, dtype=np.float32)
-    csr = csr if csr is not None else to_csr(x)
+    csr = csr if csr is not None else workspace.dense_to_csr(x)
     rows = np.arange(len(csr[0]) - 1, dtype=np.int64)
     return workspace.forward_logits(theta, layout, csr, rows)

@@ -97,9 +97,9 @@ class Dataset:
         built once and kept: the kernels read only non-zero pixels, and every epoch
         evaluates the same test set."""
         if name not in self._csr:
-            from .backends import to_csr
+            from .workspace import dense_to_csr
 
-            self._csr[name] = to_csr(self.split(name)[0], self.pixel_scale)
+            self._csr[name] = dense_to_csr(self.split(name)[0], self.pixel_scale)
         return self._csr[name]
 
 
