@@ -30,7 +30,7 @@ import numba
 import numpy as np
 
 from .config import Config
-from .runs import peak_rss_mb
+from .memory import peak_rss_mb
 
 #: name -> Config overrides. Population counts members (antithetic pairs count twice).
 CONFIGS: dict[str, dict] = {

@@ -15,6 +15,7 @@ reading files (:func:`available_bytes` bounds every read) loads no Numba.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,16 @@ def available_bytes() -> int:
         except (ValueError, OSError, AttributeError):
             limits.append(2**63 - 1)
     return max(0, min(limits))
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kilobytes / (1024 if sys.platform != "darwin" else 1024 * 1024), 1)
 
 
 def format_bytes(n: float) -> str:

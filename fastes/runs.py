@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -31,7 +30,7 @@ from . import report
 from .config import RESUME_OPTIONS, Config, load_toml
 from .data import load_dataset
 from .errors import ConfigError, DivergenceError, Interrupted, ModelFileError, RunFolderError
-from .memory import check_fits
+from .memory import check_fits, peak_rss_mb
 from .storage import atomic_write_text, load_checkpoint, save_checkpoint, save_model
 from .state import ACCURACY_LEVELS, TrainState
 from .trainer import Trainer
@@ -259,16 +258,6 @@ def train_to_folder(config: Config | None, out: Path, resume: bool = False, over
             stop.signum,
         ) from None
     return summary, exit_code
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory so far, in MB (None where the OS does not say)."""
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return None
-    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kilobytes / (1024 if sys.platform != "darwin" else 1024 * 1024), 1)
 
 
 def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool = True) -> dict:
