@@ -150,8 +150,9 @@ def plan_bytes(plan: dict) -> int:
 
 
 def forward_plan(layout, batch: int) -> dict:
-    """What a :class:`ForwardWorkspace` allocates: ``buffers`` (name -> (shape, dtype))."""
-    slots = numba.config.NUMBA_NUM_THREADS
+    """What a :class:`ForwardWorkspace` allocates: ``buffers`` (name -> (shape, dtype)).
+    The forward pass runs on one thread, so its scratch has one slot."""
+    slots = 1
     width0, n_out = layout.dims[1], layout.dims[-1]
     return {"buffers": {
         "wt_base": ((max(int(transposed_starts(layout)[-1]), 1),), np.float32),
