@@ -1,7 +1,10 @@
+import itertools
+
 import numpy as np
 import pytest
 
 from fastes.config import preset
+from fastes import trainer as trainer_module
 from fastes.trainer import Trainer, next_evaluation
 
 QUICK = preset("quick")
@@ -85,7 +88,11 @@ def test_every_option_runs():
         assert np.isfinite(state.theta).all() and state.history[-1]["test_accuracy"] > 0.1
 
 
-def test_metrics_rows_every_eval_interval_and_time_to_accuracy():
+def test_metrics_rows_every_eval_interval_and_time_to_accuracy(monkeypatch):
+    # A clock that advances 1 ms per reading, whatever the machine's speed: on a fast
+    # machine a real 2-epoch run ended before any timed evaluation fell inside an epoch.
+    readings = itertools.count()
+    monkeypatch.setattr(trainer_module._Clock, "now", lambda self: next(readings) * 1e-3)
     state = Trainer(QUICK.replace(epochs=2, eval_every_seconds=0.01)).run()
     partial = [r for r in state.history if r["epoch"] != int(r["epoch"])]
     assert len(state.history) > 2 and partial
