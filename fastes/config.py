@@ -167,6 +167,9 @@ class Config:
                          metavar="N", resume=True)
     max_seconds: float | None = option(None, "stop cleanly after this many seconds of training; results are written",
                                        "float", metavar="S", resume=True)
+    fit_budget: bool = option(False, "plan no more epochs than --max-seconds holds: time a few generations before "
+                              "training and lower epochs to fit (the run's config.toml holds the epochs planned)",
+                              "bool", estimator=None)
     eval_every_seconds: float = option(30.0, "seconds between test evaluations (after those at 1, 2, 4, 8 and 16 s)",
                                        "float", metavar="S", estimator=None)
     seed: int = option(0, "the run's seed: initial weights, noise and batch order follow from it", "int", minimum=0,
@@ -196,6 +199,9 @@ class Config:
             )
         if self.population < 2:
             raise ConfigError(f"population must be at least 2 to estimate a gradient, got {self.population}")
+        if self.fit_budget and self.max_seconds is None:
+            raise ConfigError("fit_budget plans the epochs that --max-seconds holds, but max_seconds is not set; "
+                              "give --max-seconds S, or drop --fit-budget")
         if self.sigma_schedule == "exponential":
             _check_sigma_schedule(self.sigma, self.sigma_decay, self.epochs)
         return self

@@ -29,6 +29,11 @@ def _compile_line(seconds: float) -> str:
     return f"compiled kernels in {seconds:.1f} s (first run only: cached for later runs; not in the training time)"
 
 
+def _plan_line(info: dict) -> str:
+    return (f"planned {info['epochs']} epoch(s) to fit --max-seconds {info['max_seconds']:g} "
+            f"at the {info['rate']:.1f} generations/s measured before training")
+
+
 def _eta(info: dict) -> str:
     """Time left: the rest of the planned generations at the current rate, or the rest of
     the --max-seconds budget if that ends the run first."""
@@ -51,7 +56,9 @@ def make_progress(quiet: bool = False, stream=None):
         return
     if not stream.isatty():
         def plain(info: dict) -> None:
-            if "stage" in info:  # a line only for a real compile, not for loading the cache
+            if info.get("stage") == "plan":
+                print(_plan_line(info), file=stream, flush=True)
+            elif "stage" in info:  # a line only for a real compile, not for loading the cache
                 if info["seconds"] is not None and info["seconds"] >= COMPILE_NOTICE_SECONDS:
                     print(_compile_line(info["seconds"]), file=stream, flush=True)
             elif info["row"] is not None:
@@ -81,6 +88,9 @@ def make_progress(quiet: bool = False, stream=None):
 
     def live(info: dict) -> None:
         nonlocal status, task
+        if info.get("stage") == "plan":
+            bar.console.print(_plan_line(info), highlight=False)
+            return
         if "stage" in info:
             if info["seconds"] is None:
                 status = bar.console.status("compiling kernels (first run only) ...")

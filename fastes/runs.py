@@ -141,8 +141,8 @@ def _check_state_fits(state: TrainState, trainer: Trainer, out: Path) -> None:
 class _Folder:
     """A run's writes into its folder, which it claims at the first checkpoint."""
 
-    def __init__(self, out: Path, config: Config, trainer: Trainer, resume: bool, overwrite: bool):
-        self.out, self.config, self.layout = out, config, trainer.layout
+    def __init__(self, out: Path, trainer: Trainer, resume: bool, overwrite: bool):
+        self.out, self.trainer, self.layout = out, trainer, trainer.layout
         self.claimed = resume  # a resumed folder is this run's already
         self.overwrite = overwrite and not resume
         self.first = True
@@ -150,9 +150,10 @@ class _Folder:
     def checkpoint(self, state: TrainState) -> None:
         if not self.claimed:
             self._claim()
-        save_checkpoint(self.out / "checkpoint.npz", state, self.config.to_dict(), self.layout)
+        config = self.trainer.config  # the run's plan (its epochs fitted to the budget, if asked)
+        save_checkpoint(self.out / "checkpoint.npz", state, config.to_dict(), self.layout)
         if self.first:  # config.toml after the checkpoint: a folder holding a checkpoint is resumable
-            atomic_write_text(self.out / "config.toml", self.config.to_toml())
+            atomic_write_text(self.out / "config.toml", config.to_toml())
             self.first = False
 
     def _claim(self) -> None:
@@ -237,7 +238,7 @@ def train_to_folder(config: Config | None, out: Path, resume: bool = False, over
         state = trainer.initial_state()
     else:
         _check_state_fits(state, trainer, out)
-    folder = _Folder(out, config, trainer, resume, overwrite)
+    folder = _Folder(out, trainer, resume, overwrite)
     exit_code = 0
     # NaN/inf is caught and explained by the trainer; NumPy's warnings about it would only repeat it
     with np.errstate(all="ignore"), stop_on_signals(trainer) as received:
@@ -278,6 +279,7 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
         "generations": state.generation,
         "wall_seconds": round(state.elapsed, 3),
         "compile_seconds": None if trainer.compile_seconds is None else round(trainer.compile_seconds, 3),
+        "planned_generations_per_second": None if trainer.planned_rate is None else round(trainer.planned_rate, 2),
         "generations_per_second": state.generation / state.elapsed if state.elapsed > 0 else 0.0,
         "n_params": layout.size,
         "final": {"train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss, "test_accuracy": test_acc},

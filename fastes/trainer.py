@@ -10,6 +10,7 @@ Test loss and accuracy are measured at the end of every epoch and every
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -129,6 +130,8 @@ class Trainer:
         self.stop_requested = False
         #: Seconds the kernels took to compile or load from Numba's cache (:meth:`prepare`).
         self.compile_seconds: float | None = None
+        #: Generations per second measured by :meth:`fit_budget` (None: no plan was fitted).
+        self.planned_rate: float | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -178,6 +181,42 @@ class Trainer:
             self.progress({"stage": "compile", "seconds": self.compile_seconds})
         return self.compile_seconds
 
+    #: Share of the budget the fitted epochs plan for: room for the test evaluations,
+    #: checkpoints and a machine that slows down a little during the run.
+    FIT_MARGIN = 0.95
+    #: Seconds spent timing generations for the plan (at most 1% of the budget).
+    FIT_SECONDS = 2.0
+
+    def fit_budget(self, state: TrainState) -> int:
+        """Lower ``config.epochs`` to what ``config.max_seconds`` holds, from generations
+        timed on a copy of ``state`` (outside the training clock; ``state`` is unchanged).
+
+        The fitted plan replaces :attr:`config` (with ``fit_budget`` off), so the run's
+        config.toml and checkpoints hold it: ``--resume`` and ``--config`` repeat the run bit
+        for bit on any machine. A machine twice slower plans half the epochs and still
+        anneals its schedule completely. Returns the epochs planned.
+        """
+        cfg = self.config
+        probe = copy.deepcopy(state)
+        self.backend.begin(probe.theta, probe.optimizer, probe.generation)
+        order = epoch_order(cfg.seed, probe.epoch, self.n_train, cfg.shuffle)
+        seconds = min(self.FIT_SECONDS, 0.01 * cfg.max_seconds)
+        timed, started = 0, time.perf_counter()
+        while timed < 2 or (time.perf_counter() - started < seconds and timed < self.n_batches):
+            rows = order[timed * cfg.batch_size : (timed + 1) * cfg.batch_size]
+            self.generation(probe, rows, self._sigma(probe), self._lr(probe), probe.epoch)
+            self.backend.batch_metrics(probe.theta, rows)
+            timed += 1
+        self.planned_rate = timed / (time.perf_counter() - started)
+        seconds_left = max(cfg.max_seconds - state.elapsed, 0.0)
+        budget_epochs = math.floor((state.generation + self.planned_rate * seconds_left * self.FIT_MARGIN) / self.n_batches)
+        epochs = max(state.epoch + 1, min(cfg.epochs, budget_epochs))
+        self.config = cfg.replace(epochs=epochs, fit_budget=False)
+        self.total_generations = epochs * self.n_batches
+        if self.progress is not None:
+            self.progress({"stage": "plan", "epochs": epochs, "rate": self.planned_rate, "max_seconds": cfg.max_seconds})
+        return epochs
+
     # ------------------------------------------------------------------ loop
 
     def run(
@@ -193,6 +232,8 @@ class Trainer:
         """
         state = state or self.initial_state()
         self.prepare(state)
+        if self.config.fit_budget:
+            self.fit_budget(state)
         self.backend.begin(state.theta, state.optimizer, state.generation)
         clock = _Clock(state.elapsed, self.config.eval_every_seconds)
         budget = _Budget(self.config.max_seconds, max_generations)

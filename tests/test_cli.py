@@ -96,3 +96,11 @@ def test_progress_lines_when_not_a_terminal(tmp_path, capsys):
     assert out[1].startswith("epoch 2/2") and out[2].startswith("done: test accuracy")
     assert main(["train", "--preset", "quick", "--epochs", "1", "--quiet", "--out", str(tmp_path / "q")]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_progress_says_the_plan_fitted_to_the_budget(tmp_path, capsys):
+    args = ["train", "--preset", "quick", "--epochs", "2", "--fit-budget", "--max-seconds", "1000"]
+    assert main([*args, "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("planned 2 epoch(s) to fit --max-seconds 1000 at the ") and "generations/s" in out[0]
+    assert out[1].startswith("epoch 1/2")

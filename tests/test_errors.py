@@ -142,6 +142,7 @@ CASES = {
     "flag-seed-2**64": (["train", *SEED, "--seed", "18446744073709551616", "--out", NEW], "seed must be at most"),
     "flag-sigma-underflow": (["train", *SEED, "--sigma", "1e-50", "--out", NEW], "sigma 1e-50 .*float32"),
     "flag-lr-underflow": (["train", *SEED, "--lr", "1e-300", "--out", NEW], "lr .*float32"),
+    "fit-budget-without-budget": (["train", *SEED, "--fit-budget", "--out", NEW], "max_seconds is not set"),
     "sigma-schedule-underflow": (["train", *SEED, "--sigma-schedule", "exponential", "--sigma-decay", "1e-20",
                                   "--epochs", "9", "--out", NEW], "falls below float32"),
     # sizes that cannot fit (4 GiB available): checked before allocating, saying what fits

@@ -2,6 +2,7 @@
 README's table all come from the :class:`fastes.config.Config` fields' declarations; and
 the defects where the copies had drifted apart."""
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from fastes import ESClassifier
 from fastes.cli import build_parser, main, options_markdown
 from fastes.config import OPTIONS, RESUME_OPTIONS, load_toml, preset, resolve
 from fastes.estimator import PARAMETERS
+from fastes.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden=(16,), population=32, epochs=3, batch_size=64, lr=0.03, sigma=0.05, random_state=0)
@@ -194,6 +196,33 @@ def test_resume_refuses_new_epochs_for_a_cosine_schedule(tmp_path, capsys, run_c
     assert "--epochs 2 would change every later learning rate" in err and "cosine" in err
     assert tree_snapshot(out) == before
     assert run_cli(["train", "--resume", out, "--epochs", "1", "--quiet"])[0] == 0  # its own epochs: no change
+
+
+def test_fit_budget_plans_epochs_that_config_toml_repeats(tmp_path):
+    # a budget of 1000 s holds the 2 epochs asked for; one of 0.05 s holds only the first
+    for seconds, planned in (("1000", 2), ("0.05", 1)):
+        out = tmp_path / seconds
+        assert main(["train", *QUICK, "--epochs", "2", "--lr-schedule", "cosine", "--fit-budget",
+                     "--max-seconds", seconds, "--out", str(out)]) == 0
+        saved = load_toml(out / "config.toml")
+        assert saved["epochs"] == planned and saved["fit_budget"] is False
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["planned_generations_per_second"] > 0
+    # the plan, not the machine, decides the trajectory: its config.toml repeats it bit for bit
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(tmp_path / "1000" / "config.toml"), "--quiet", "--out", str(again)]) == 0
+    with np.load(tmp_path / "1000" / "model.npz") as a, np.load(again / "model.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in ("W0", "b0", "W1", "b1"))
+
+
+def test_fitting_the_budget_leaves_the_state_unchanged():
+    trainer = Trainer(preset("quick").replace(epochs=5, fit_budget=True, max_seconds=1000.0))
+    state = trainer.initial_state()
+    theta = state.theta.copy()
+    trainer.prepare(state)
+    assert trainer.fit_budget(state) == 5 and trainer.config.epochs == 5 and not trainer.config.fit_budget
+    assert state.generation == 0 and np.array_equal(state.theta, theta)
+    assert all(not np.any(v) for v in state.optimizer.values())
 
 
 # --------------------------------------------------------------------------- defect 5: n_threads
