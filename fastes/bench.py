@@ -238,7 +238,7 @@ def run_bench(names: list[str] | None = None, repeats: int | None = None, thread
         "configs": rows,
         "gemm_gflops": round(gemm, 1),
         "threads": numba.get_num_threads(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": numba.config.NUMBA_NUM_THREADS,
         "date": date.today().isoformat(),
         "numpy": np.__version__,
@@ -247,7 +247,8 @@ def run_bench(names: list[str] | None = None, repeats: int | None = None, thread
     }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo), else what the platform says."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:

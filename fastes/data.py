@@ -340,6 +340,16 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     return Dataset("digits", x_tr, y_tr, x_te, y_te, 10, (8, 8))
 
 
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
+    """Row order of an epoch: in order (the original), or a permutation from (seed, epoch).
+
+    Here, with the data and without Numba, so that bench/peers.py feeds its JAX and PyTorch
+    processes the batches fastes trains on without loading the kernels."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n).astype(np.int64)
+
+
 _CACHE: dict[str, Dataset] = {}
 
 

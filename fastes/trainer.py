@@ -19,18 +19,12 @@ from typing import Callable
 import numpy as np
 
 from .backends import Backend, NumbaBackend, NumpyBackend, predict_logits
-from .data import Dataset, load_dataset
+from .data import Dataset, epoch_order, load_dataset
 from .diagnose import divergence_message
 from .errors import DivergenceError
 from .reference import losses_from_logits
 from .state import ACCURACY_LEVELS, ESState, TrainState
 from .strategy import build_strategy, schedule
-
-def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
-    """Row order of an epoch: in order (the original), or a permutation from (seed, epoch)."""
-    if not shuffle:
-        return np.arange(n, dtype=np.int64)
-    return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n).astype(np.int64)
 
 
 def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Backend:
