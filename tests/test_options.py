@@ -199,8 +199,8 @@ def test_resume_refuses_new_epochs_for_a_cosine_schedule(tmp_path, capsys, run_c
 
 
 def test_fit_budget_plans_epochs_that_config_toml_repeats(tmp_path):
-    # a budget of 1000 s holds the 2 epochs asked for; one of 0.05 s holds only the first
-    for seconds, planned in (("1000", 2), ("0.05", 1)):
+    # a budget of 1000 s holds the 2 epochs asked for; one of a microsecond only the first
+    for seconds, planned in (("1000", 2), ("1e-06", 1)):
         out = tmp_path / seconds
         assert main(["train", *QUICK, "--epochs", "2", "--lr-schedule", "cosine", "--fit-budget",
                      "--max-seconds", seconds, "--out", str(out)]) == 0
