@@ -197,7 +197,7 @@ class Trainer:
         seconds = min(self.FIT_SECONDS, 0.01 * cfg.max_seconds)
         timed, started = 0, time.perf_counter()
         while timed < 2 or (time.perf_counter() - started < seconds and timed < self.n_batches):
-            rows = order[timed * cfg.batch_size : (timed + 1) * cfg.batch_size]
+            rows = self._batch_rows(order, timed)
             self.generation(probe, rows, self._sigma(probe), self._lr(probe), probe.epoch)
             self.backend.batch_metrics(probe.theta, rows)
             timed += 1
@@ -247,7 +247,7 @@ class Trainer:
         while state.batch < self.n_batches:
             if self._out_of_budget(state, clock, budget):
                 return False
-            rows = order[state.batch * cfg.batch_size : (state.batch + 1) * cfg.batch_size]
+            rows = self._batch_rows(order, state.batch)
             self.generation(state, rows, sigma, self._lr(state), state.epoch)
             self._count_batch(state, rows)
             budget.done += 1
@@ -255,6 +255,11 @@ class Trainer:
         return True
 
     # ------------------------------------------------------------------ one concern each
+
+    def _batch_rows(self, order: np.ndarray, batch: int) -> np.ndarray:
+        """Training rows of the epoch's ``batch``-th batch in its row ``order``."""
+        size = self.config.batch_size
+        return order[batch * size : (batch + 1) * size]
 
     def _sigma(self, state: TrainState) -> float:
         """This epoch's noise scale."""
