@@ -30,6 +30,10 @@ else:  # pyproject.toml installs tomli, tomllib's original, on Python 3.10
 
 #: Ranges of real-valued options (intervals as written in the README's options table).
 POSITIVE, NON_NEGATIVE, UNIT, FACTOR = "(0, inf)", "[0, inf)", "[0, 1)", "(0, 1]"
+#: The evolution strategies (:mod:`fastes.openai_es`, :mod:`fastes.pgpe`, :mod:`fastes.snes`), and those that
+#: learn a standard deviation per parameter.
+STRATEGIES = ("openai-es", "pgpe", "snes")
+LEARNED_SIGMA = ("pgpe", "snes")
 _INT64_MAX = 2**63 - 1
 
 
@@ -130,12 +134,17 @@ class Config:
     init_std: float = option(0.1, "standard deviation of the normal initial weights", "float", float32=True,
                              metavar="X")
     # evolution strategy
+    strategy: str = option("openai-es", "OpenAI ES (one noise scale for all parameters), or PGPE (Sehnke et al. 2010) "
+                           "or SNES (Schaul et al. 2011), which learn a standard deviation per parameter", "choice",
+                           choices=STRATEGIES)
     population: int = option(8, "members per generation", "int", metavar="N")
-    sigma: float = option(0.001, "standard deviation of the parameter noise", "float", float32=True, metavar="X")
+    sigma: float = option(0.001, "standard deviation of the parameter noise (pgpe, snes: every parameter's initial "
+                          "one)", "float", float32=True, metavar="X")
     antithetic: bool = option(False, "mirrored pairs +eps, -eps sharing one noise vector (needs an even population)",
                               "bool")
-    shaping: str = option("zscore", "advantages (f - mean) / std, or ranks mapped to [-0.5, 0.5]", "choice",
-                          choices=("zscore", "centered-rank"))
+    shaping: str = option("zscore", "advantages (f - mean) / std, ranks mapped to [-0.5, 0.5], or NES's utilities "
+                          "of the ranks, max(0, ln(n/2 + 1) - ln rank) normalised, minus 1/n", "choice",
+                          choices=("zscore", "centered-rank", "nes"))
     perturbation: str = option("full", "full-rank noise, or each weight matrix perturbed by A.T @ B / sqrt(rank), "
                                "A (rank, fan_in), B (rank, fan_out) (EGGROLL, arXiv 2511.16652)", "choice",
                                choices=("full", "lowrank"))
@@ -143,10 +152,15 @@ class Config:
     loss: str = option("mse", "MSE against one-hot labels summed over outputs, or softmax cross-entropy", "choice",
                        choices=("mse", "cross-entropy"))
     # optimizer
-    optimizer: str = option("sgd", "how to step along the gradient estimate", "choice",
-                            choices=("sgd", "momentum", "adam"))
-    lr: float = option(0.001, "learning rate", "float", float32=True, metavar="X")
-    momentum: float = option(0.9, "momentum coefficient (--optimizer momentum)", "float", interval=UNIT, metavar="X")
+    optimizer: str = option("sgd", "how to step along the gradient estimate; ClipUp (Toklu et al. 2020): momentum on "
+                            "the normalised gradient, each step at most --max-speed long", "choice",
+                            choices=("sgd", "momentum", "adam", "clipup"))
+    lr: float = option(0.001, "learning rate (snes: of the centre, 1 in the natural-gradient form; clipup: its step "
+                       "size)", "float", float32=True, metavar="X")
+    momentum: float = option(0.9, "momentum coefficient (--optimizer momentum or clipup)", "float", interval=UNIT,
+                             metavar="X")
+    max_speed: float | None = option(None, "ClipUp's longest step, an L2 norm over all parameters (default: 2 x the "
+                                     "learning rate)", "float", metavar="X")
     beta1: float = option(0.9, "Adam's decay rate of the gradient mean", "float", interval=UNIT, metavar="X")
     beta2: float = option(0.999, "Adam's decay rate of the squared gradient mean", "float", interval=UNIT, metavar="X")
     weight_decay: float = option(0.0, "L2: adds X * theta to the gradient", "float", interval=NON_NEGATIVE, metavar="X")
@@ -159,6 +173,10 @@ class Config:
                                  choices=("constant", "exponential"))
     sigma_decay: float = option(1.0, "per-epoch factor of the exponential sigma schedule", "float", interval=FACTOR,
                                 metavar="X")
+    sigma_lr: float | None = option(None, "learning rate of the standard deviations (pgpe, snes; default: pgpe 0.1, "
+                                    "snes (3 + ln P) / (5 sqrt P) for P parameters)", "float", metavar="X")
+    sigma_max_change: float = option(0.2, "pgpe: the most a standard deviation may change in one generation, as a "
+                                     "fraction of itself", "float", interval=UNIT, metavar="X")
     # schedule of data and time
     batch_size: int = option(64, "training rows per generation", "int", metavar="N")
     shuffle: bool = option(False, "a new order of the training rows each epoch, from (seed, epoch); off: in order",
@@ -202,6 +220,8 @@ class Config:
         if self.fit_budget and self.max_seconds is None:
             raise ConfigError("fit_budget plans the epochs that --max-seconds holds, but max_seconds is not set; "
                               "give --max-seconds S, or drop --fit-budget")
+        if self.strategy in LEARNED_SIGMA:
+            _check_learned_sigma(self)
         if self.sigma_schedule == "exponential":
             _check_sigma_schedule(self.sigma, self.sigma_decay, self.epochs)
         return self
@@ -325,6 +345,21 @@ def _check_float(name: str, value: Any, interval: str) -> float:
             raise ConfigError(f"{name} must be {'positive' if interval[0] == '(' else 'non-negative'}, got {value}")
         raise ConfigError(f"{name} must be in {interval}, got {value}")
     return value
+
+
+def _check_learned_sigma(config: "Config") -> None:
+    """PGPE and SNES perturb every parameter by its own standard deviation, which they learn."""
+    flag = f"--strategy {config.strategy}"
+    if config.perturbation != "full":
+        raise ConfigError(
+            f"{flag} learns a standard deviation per parameter, which needs full-rank noise (a low-rank perturbation "
+            "scaled parameter by parameter is no longer low-rank); use --perturbation full, or --strategy openai-es"
+        )
+    if config.sigma_schedule != "constant":
+        raise ConfigError(
+            f"{flag} learns its standard deviations, so --sigma-schedule {config.sigma_schedule} has nothing to "
+            "schedule (it applies to openai-es); use --sigma-schedule constant"
+        )
 
 
 def _check_sigma_schedule(sigma: float, decay: float, epochs: int) -> None:
