@@ -1,8 +1,8 @@
 """SNES, separable natural evolution strategies (Schaul, Glasmachers & Schmidhuber 2011).
 
 The search distribution is ``N(theta, diag(sigma**2))``. With utilities ``w_m`` of the
-members (the shaped losses' negatives, scaled so that their absolute values sum to 1: NES's
-own utilities, ``--shaping nes``, already do for an even population) and ``u_m`` each
+members (the shaped losses' negatives: NES's own utilities with ``--shaping nes``; any other
+shaping scaled so that their absolute values sum to 1, as EvoTorch does) and ``u_m`` each
 member's standard-normal noise, the natural gradients of the expected fitness are
 
     grad_theta = sum_m w_m u_m          grad_log_sigma = sum_m w_m (u_m**2 - 1)
@@ -43,9 +43,10 @@ class SNES(LearnedSigma):
         return (3.0 + math.log(n_params)) / (5.0 * math.sqrt(n_params))
 
     def scale(self, advantages: np.ndarray) -> np.ndarray:
-        """Advantages over the sum of their absolute values (all ties: all zero)."""
+        """NES's utilities as they are; other advantages over the sum of their absolute
+        values (all ties: all zero)."""
         total = np.abs(advantages).sum()
-        return advantages / total if total > 0 else advantages
+        return advantages / total if total > 0 and self.config.shaping != "nes" else advantages
 
     def tell(self, state: ESState, gradient: tuple[np.ndarray, np.ndarray], lr: float) -> ESState:
         """``theta -= lr sigma m`` (through the optimizer) and ``sigma *= exp(-sigma_lr q / 2)``,
