@@ -17,7 +17,6 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from . import kernels, reference, workspace
-from .config import LEARNED_SIGMA
 from .errors import ConfigError
 
 
@@ -98,7 +97,7 @@ class NoiseSum:
         self.layout, self.table, self.rank = layout, table, config.rank
         self.lowrank = config.perturbation == "lowrank"
         self.grad = np.empty(layout.size, dtype=np.float64)
-        self.square = np.empty(layout.size if config.strategy in LEARNED_SIGMA else 0, dtype=np.float64)
+        self.square = np.empty(layout.size if config.learns_sigma else 0, dtype=np.float64)
         self.stacks = workspace.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
         # The low-rank gradient's products run in BLAS on one thread: BLAS threads left
         # spinning after a call take the cores from the next kernel's threads (and the
@@ -163,7 +162,7 @@ class NumbaBackend:
         self.csr, self.labels, self.loss_code = self.metrics.csr, self.metrics.labels, self.metrics.loss_code
         self.workspace = workspace.PopulationWorkspace(
             layout, config.n_noise, config.antithetic, batch_rows(config, dataset), config.perturbation,
-            config.rank, self.threads, scaled=config.strategy in LEARNED_SIGMA,
+            config.rank, self.threads, scaled=config.learns_sigma,
         )
         self.noise = NoiseSum(config, layout, table)
         self._checked = False

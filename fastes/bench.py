@@ -29,7 +29,7 @@ from datetime import date
 import numba
 import numpy as np
 
-from .config import LEARNED_SIGMA, Config
+from .config import Config
 from .memory import peak_rss_mb
 
 #: name -> Config overrides. Population counts members (antithetic pairs count twice).
@@ -168,7 +168,7 @@ def useful_macs(config: Config, dims, nnz: float) -> float:
         gradient = n_noise * size
     hidden = members * batch * width0 if len(dims) > 2 else 0
     scaling = 0
-    if config.strategy in LEARNED_SIGMA:
+    if config.learns_sigma:
         scaling = n_noise * size
         gradient *= 2
     return nnz * width0 + response + hidden + members * batch * later + gradient + scaling + size

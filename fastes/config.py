@@ -220,11 +220,16 @@ class Config:
         if self.fit_budget and self.max_seconds is None:
             raise ConfigError("fit_budget plans the epochs that --max-seconds holds, but max_seconds is not set; "
                               "give --max-seconds S, or drop --fit-budget")
-        if self.strategy in LEARNED_SIGMA:
+        if self.learns_sigma:
             _check_learned_sigma(self)
         if self.sigma_schedule == "exponential":
             _check_sigma_schedule(self.sigma, self.sigma_decay, self.epochs)
         return self
+
+    @property
+    def learns_sigma(self) -> bool:
+        """The strategy learns a standard deviation per parameter (PGPE, SNES)."""
+        return self.strategy in LEARNED_SIGMA
 
     @property
     def n_noise(self) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import LEARNED_SIGMA
-
 
 def divergence_message(trainer, generation: int, theta: np.ndarray, rows, epoch: int) -> str:
     """What became NaN/inf at ``generation`` (epoch ``epoch``, 0-based), and which option to change.
@@ -25,7 +23,7 @@ def divergence_message(trainer, generation: int, theta: np.ndarray, rows, epoch:
     where = f"at generation {generation} (epoch {epoch + 1})"
     if rows is not None and _model_is_finite(trainer, theta, rows):
         learned = ""
-        if cfg.strategy in LEARNED_SIGMA:  # the standard deviations grew from --sigma by their own steps
+        if cfg.learns_sigma:  # the standard deviations grew from --sigma by their own steps
             learned = f" or --sigma-lr ({trainer.es.sigma_lr:g})"
         return (f"population loss became NaN/inf {where} while the model itself is finite: the perturbations are "
                 f"too large; lower --sigma ({sigma:g}){learned}")

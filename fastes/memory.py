@@ -87,14 +87,13 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     data. A batch holds at most the whole training set, as the backends allocate it.
     """
     from . import workspace
-    from .config import LEARNED_SIGMA
     from .noise import table_size_for
     from .reference import MEMBER_CHUNK
 
     layout = ParamLayout((n_features, *config.hidden, n_classes))
     dims, size = layout.dims, layout.size
     batch, n_noise = min(config.batch_size, n_train), config.n_noise
-    learned = config.strategy in LEARNED_SIGMA
+    learned = config.learns_sigma
     nnz = n_train * n_features if nnz is None else nnz
     widest = max(dims[1:])
     terms = {

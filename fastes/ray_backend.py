@@ -18,10 +18,9 @@ import numpy as np
 
 from . import kernels, workspace
 from .backends import ModelMetrics, NoiseSum, batch_rows, set_threads, train_labels
-from .config import LEARNED_SIGMA
 from .errors import BackendError
 from .state import ESState
-from .strategy import build_strategy
+from .strategies import build_strategy
 
 
 def _import_ray():
@@ -68,7 +67,7 @@ class _Worker:
         self.loss_code = kernels.LOSS_CODES[cfg.loss]
         self.workspace = workspace.PopulationWorkspace(
             self.layout, members, cfg.antithetic, batch_rows(cfg, dataset), cfg.perturbation, cfg.rank, threads,
-            scaled=cfg.strategy in LEARNED_SIGMA,
+            scaled=cfg.learns_sigma,
         )
         self.state: ESState | None = None
         self.offsets: np.ndarray | None = None  # the current generation's noise (its update replays them)

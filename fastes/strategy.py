@@ -1,6 +1,7 @@
 """What the evolution strategies share: fitness shaping, noise weights, schedules, and the
 ask/tell interface (:class:`Strategy`) that each strategy implements in a module of its own
-(:mod:`fastes.openai_es`, :mod:`fastes.pgpe`, :mod:`fastes.snes`).
+(:mod:`fastes.openai_es`, :mod:`fastes.pgpe`, :mod:`fastes.snes`; :mod:`fastes.strategies`
+builds the one a run names).
 
 Ask/tell on an explicit state (after evosax): :meth:`Strategy.ask` says which noise vectors a
 generation uses (their table offsets, a pure function of seed and generation), somebody
@@ -22,8 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .layout import ParamLayout
-from .noise import member_offsets, noise_table, table_size_for
+from .noise import member_offsets
 from .optimizers import make_optimizer
 from .state import ESState
 
@@ -194,17 +194,3 @@ class LearnedSigma(Strategy):
 
     def gradient(self, noise, offsets: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return noise.noise_moments(offsets, weights[0], weights[1])
-
-
-def build_strategy(config, dataset) -> tuple[ParamLayout, np.ndarray, Strategy]:
-    """What a run on ``dataset`` evolves and draws from: the model's layout, the shared
-    noise table (sized to its noise vectors) and the strategy ``config.strategy`` names."""
-    from .openai_es import OpenES
-    from .pgpe import PGPE
-    from .snes import SNES
-
-    layout = ParamLayout.for_mlp(dataset.n_features, config.hidden, dataset.n_classes)
-    noise_size = layout.noise_size(config.perturbation, config.rank)
-    table = noise_table(table_size_for(noise_size))
-    strategy = {"openai-es": OpenES, "pgpe": PGPE, "snes": SNES}[config.strategy]
-    return layout, table, strategy(config, noise_size, len(table), layout.size)

@@ -24,7 +24,8 @@ from .diagnose import divergence_message
 from .errors import DivergenceError
 from .reference import losses_from_logits
 from .state import ACCURACY_LEVELS, ESState, TrainState
-from .strategy import build_strategy, schedule
+from .strategies import build_strategy
+from .strategy import schedule
 
 
 def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Backend:

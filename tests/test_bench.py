@@ -21,7 +21,7 @@ def _enumerated_macs(config, dims, nnz):
             total += batch * widths[0]                         # base + s * z
         for fan_in, fan_out in zip(dims[1:-1], dims[2:]):
             total += batch * fan_in * fan_out
-    sums = 2 if config.strategy in ("pgpe", "snes") else 1      # noise, and its squares
+    sums = 2 if config.learns_sigma else 1                     # noise, and its squares
     for fan_in, fan_out in zip(dims[:-1], dims[1:]):           # gradient estimate
         if config.perturbation == "lowrank":
             total += n_noise * config.rank * (fan_in + fan_out + fan_in * fan_out)
