@@ -49,7 +49,7 @@ def test_generation(benchmark, name, backend):
     assert not np.array_equal(before, gen.state.theta)
 
 
-@pytest.mark.parametrize("name", ["seed", "medium", "lowrank-r1-4096"])
+@pytest.mark.parametrize("name", ["seed", "medium", "lowrank-r1-4096", "pgpe-large"])
 def test_backends_agree_on_bench_configs(name):
     """The comparison table also drives correctness: both backends, same generation."""
     fast, slow = Generation(name, "numba"), Generation(name, "numpy")

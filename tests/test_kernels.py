@@ -3,6 +3,7 @@
 The population cases are one table: small shapes chosen to reach every code path, and each
 configuration that ``fastes bench`` times (:data:`fastes.bench.CONFIGS`: its hidden layers,
 noise and loss, on 50 input features and a dozen members instead of MNIST and thousands).
+Every full-rank case runs again with a standard deviation per parameter (PGPE, SNES).
 """
 
 import numba
