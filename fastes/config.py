@@ -400,7 +400,8 @@ def parse_hidden(value: Any) -> tuple[int, ...]:
 
 
 #: What the ``pgpe`` and ``snes`` presets share: default's network, batches and budget, with
-#: full-rank noise and a smaller population.
+#: full-rank noise and a smaller population; the cosine schedule's epochs are what the budget
+#: holds on the machine at hand (``fit_budget``: at most 100).
 _LEARNED_SIGMA_MNIST: dict[str, Any] = dict(
     hidden=(128,),
     init="he",
@@ -410,8 +411,9 @@ _LEARNED_SIGMA_MNIST: dict[str, Any] = dict(
     lr_schedule="cosine",
     batch_size=256,
     shuffle=True,
-    epochs=30,
+    epochs=100,
     max_seconds=600.0,
+    fit_budget=True,
 )
 
 #: Named starting points. ``seed`` is the original program; ``default`` is what a bare

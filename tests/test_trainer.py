@@ -66,7 +66,8 @@ def test_learned_sigma_strategies_are_exact_for_any_threads_and_pauses(name):
     threaded = Trainer(cfg.replace(threads=2)).run()
     part = Trainer(cfg).run(max_generations=7)
     rest = Trainer(cfg).run(part)
-    for other in (threaded, rest):
+    fitted = Trainer(cfg.replace(fit_budget=True, max_seconds=1000.0)).run()  # its timing probe leaves the state be
+    for other in (threaded, rest, fitted):
         assert np.array_equal(whole.theta, other.theta) and np.array_equal(whole.sigma, other.sigma)
     assert whole.history[-1]["test_accuracy"] > 0.4  # chance is 0.1
 
