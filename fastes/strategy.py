@@ -175,6 +175,7 @@ class LearnedSigma(Strategy):
 
     @staticmethod
     def default_sigma_lr(n_params: int) -> float:
+        """The standard deviations' learning rate for P parameters when ``--sigma-lr`` is not given."""
         raise NotImplementedError
 
     def scale(self, advantages: np.ndarray) -> np.ndarray:
