@@ -93,10 +93,11 @@ class BatchStream:
 
 def _check_comparable(config: Config) -> None:
     """The options every tool implements alike; anything else is not a fair comparison."""
-    supported = (config.perturbation == "full" and config.optimizer in ("sgd", "adam") and config.weight_decay == 0
-                 and config.lr_schedule == "constant" and config.sigma_schedule == "constant")
+    supported = (config.strategy == "openai-es" and config.perturbation == "full" and config.optimizer in ("sgd", "adam")
+                 and config.weight_decay == 0 and config.lr_schedule == "constant" and config.sigma_schedule == "constant")
     if not supported:
-        raise ValueError("the peers compare full-rank noise, SGD or Adam, no weight decay and constant schedules")
+        raise ValueError("the peers compare OpenAI ES with full-rank noise, SGD or Adam, no weight decay and constant "
+                         "schedules")
 
 
 class FastesRunner:
@@ -111,7 +112,7 @@ class FastesRunner:
         self.config = config.replace(backend=backend)
         self.trainer = Trainer(self.config, dataset)
         self.state = self.trainer.initial_state()
-        self.trainer.backend.begin(self.state.theta, self.state.optimizer, 0)
+        self.trainer.backend.begin(self.state)
         kind = "Numba kernels" if backend == "numba" else "plain NumPy reference (`--backend numpy`)"
         self.implementation = f"fastes {kind}, driven by `fastes.trainer.Trainer.generation`"
 

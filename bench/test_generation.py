@@ -49,12 +49,13 @@ def test_generation(benchmark, name, backend):
     assert not np.array_equal(before, gen.state.theta)
 
 
-@pytest.mark.parametrize("name", ["seed", "medium", "lowrank-r1-4096"])
+@pytest.mark.parametrize("name", ["seed", "medium", "lowrank-r1-4096", "pgpe-large"])
 def test_backends_agree_on_bench_configs(name):
     """The comparison table also drives correctness: both backends, same generation."""
     fast, slow = Generation(name, "numba"), Generation(name, "numpy")
     offsets = fast.trainer.es.ask(fast.state)
     rows = fast.rows
-    a = fast.trainer.backend.population_losses(fast.state.theta, offsets, fast.config.sigma, rows)
-    b = slow.trainer.backend.population_losses(slow.state.theta, offsets, slow.config.sigma, rows)
+    scale = fast.trainer.es.noise_scale(fast.state, fast.config.sigma)  # pgpe: its standard deviations
+    a = fast.trainer.backend.population_losses(fast.state.theta, offsets, scale, rows)
+    b = slow.trainer.backend.population_losses(slow.state.theta, offsets, scale, rows)
     np.testing.assert_allclose(a, b, rtol=1e-4)

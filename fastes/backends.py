@@ -22,7 +22,8 @@ from .errors import ConfigError
 
 class Backend(Protocol):
     """What the trainer asks of a backend, once per generation in this order:
-    :meth:`population_losses`, :meth:`noise_sum`, :meth:`record_step`, :meth:`batch_metrics`.
+    :meth:`population_losses`, :meth:`noise_sum` (or :meth:`noise_moments`, for a strategy
+    that learns its standard deviations), :meth:`record_step`, :meth:`batch_metrics`.
 
     Attributes
     ----------
@@ -32,17 +33,24 @@ class Backend(Protocol):
 
     threads: int | None
 
-    def begin(self, theta: np.ndarray, optimizer: dict[str, np.ndarray], generation: int) -> None:
-        """Training starts or resumes from parameters ``theta`` (P,), float32, the optimizer
-        state arrays and the generation count (remote backends ship them to their workers)."""
+    def begin(self, state) -> None:
+        """Training starts or resumes from ``state`` (an :class:`fastes.state.ESState`: its
+        parameters, optimizer state, standard deviations and generation; remote backends ship
+        them to their workers)."""
 
-    def population_losses(self, theta: np.ndarray, offsets: np.ndarray, sigma: float, rows: np.ndarray,
+    def population_losses(self, theta: np.ndarray, offsets: np.ndarray, sigma: float | np.ndarray, rows: np.ndarray,
                           generation: int | None = None) -> np.ndarray:
         """Mean batch loss of every member, shape (n,), float64, of the population around
-        ``theta`` drawn from the table at ``offsets`` (n_noise,), on training ``rows`` (B,)."""
+        ``theta`` drawn from the table at ``offsets`` (n_noise,) and scaled by ``sigma`` (a
+        float, or (P,) float32 standard deviations), on training ``rows`` (B,)."""
 
     def noise_sum(self, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64."""
+
+    def noise_moments(self, offsets: np.ndarray, weights: np.ndarray,
+                      square_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``sum_k weights[k] * noise_k`` and ``sum_k square_weights[k] * (noise_k**2 - 1)``,
+        each (P,) float64 (full-rank noise)."""
 
     def record_step(self, weights: np.ndarray, lr: float) -> None:
         """An update was taken with these noise weights and learning rate (remote backends
@@ -76,7 +84,7 @@ def batch_rows(config, dataset) -> int:
 
 
 class NoiseSum:
-    """The gradient's noise sum with the Numba kernels (full-rank or low-rank noise).
+    """The gradient's noise sums with the Numba kernels (full-rank or low-rank noise).
 
     Parameters
     ----------
@@ -89,13 +97,14 @@ class NoiseSum:
         self.layout, self.table, self.rank = layout, table, config.rank
         self.lowrank = config.perturbation == "lowrank"
         self.grad = np.empty(layout.size, dtype=np.float64)
+        self.square = np.empty(layout.size if config.learns_sigma else 0, dtype=np.float64)
         self.stacks = workspace.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
         # The low-rank gradient's products run in BLAS on one thread: BLAS threads left
         # spinning after a call take the cores from the next kernel's threads (and the
         # kernels' OpenMP threads from BLAS), which cost 6x the product itself here.
         self.blas = ThreadpoolController() if self.lowrank else None
 
-    def __call__(self, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def noise_sum(self, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64 (a buffer
         reused next call)."""
         if self.lowrank:
@@ -104,6 +113,13 @@ class NoiseSum:
                                                     self.grad, self.stacks)
         kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
         return self.grad
+
+    def noise_moments(self, offsets: np.ndarray, weights: np.ndarray,
+                      square_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``sum_k weights[k] u_k`` and ``sum_k square_weights[k] (u_k**2 - 1)``, (P,) float64
+        each, full-rank noise (buffers reused next call)."""
+        kernels._noise_moments(self.table, offsets, weights, square_weights, 2048, self.grad, self.square)
+        return self.grad, self.square
 
 
 class ModelMetrics:
@@ -146,12 +162,12 @@ class NumbaBackend:
         self.csr, self.labels, self.loss_code = self.metrics.csr, self.metrics.labels, self.metrics.loss_code
         self.workspace = workspace.PopulationWorkspace(
             layout, config.n_noise, config.antithetic, batch_rows(config, dataset), config.perturbation,
-            config.rank, self.threads,
+            config.rank, self.threads, scaled=config.learns_sigma,
         )
         self.noise = NoiseSum(config, layout, table)
         self._checked = False
 
-    def begin(self, theta, optimizer, generation):
+    def begin(self, state):
         """Nothing to ship: the parameters are already here."""
 
     def record_step(self, weights, lr):
@@ -164,13 +180,17 @@ class NumbaBackend:
         change afterwards; every generation's offsets fit the table by construction).
         ``timings`` (a dict) receives the kernels' phase seconds."""
         if not self._checked:
-            self.workspace.check(theta, self.table, offsets, self.csr, rows, self.labels)
+            self.workspace.check(theta, self.table, offsets, self.csr, rows, self.labels,
+                                 sigma if self.workspace.scaled else None)
             self._checked = True
         return self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels, self.loss_code,
                                      timings=timings)
 
     def noise_sum(self, offsets, weights):
-        return self.noise(offsets, weights)
+        return self.noise.noise_sum(offsets, weights)
+
+    def noise_moments(self, offsets, weights, square_weights):
+        return self.noise.noise_moments(offsets, weights, square_weights)
 
     def batch_metrics(self, theta, rows):
         return self.metrics(theta, rows)
@@ -196,7 +216,7 @@ class NumpyBackend:
         self.dataset = dataset
         self.labels = train_labels(dataset)
 
-    def begin(self, theta, optimizer, generation):
+    def begin(self, state):
         """Nothing to ship: the parameters are already here."""
 
     def record_step(self, weights, lr):
@@ -214,6 +234,9 @@ class NumpyBackend:
         if self.config.perturbation == "lowrank":
             return reference.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.config.rank)
         return reference.noise_weighted_sum(self.table, offsets, weights, self.layout.size)
+
+    def noise_moments(self, offsets, weights, square_weights):
+        return reference.noise_moments(self.table, offsets, weights, square_weights, self.layout.size)
 
     def batch_metrics(self, theta, rows):
         logits = reference.forward_logits(theta, self.layout, self.dataset.dense("train", rows))

@@ -45,6 +45,11 @@ CONFIGS: dict[str, dict] = {
                             shaping="centered-rank", optimizer="adam", perturbation="lowrank", rank=1),
     "lowrank-r4-4096": dict(population=4096, batch_size=256, hidden=(128,), antithetic=True, loss="cross-entropy",
                             shaping="centered-rank", optimizer="adam", perturbation="lowrank", rank=4),
+    # the strategies that learn a standard deviation per parameter, at large's population and network
+    "pgpe-large": dict(strategy="pgpe", population=1024, batch_size=256, hidden=(128,), antithetic=True,
+                       loss="cross-entropy", shaping="centered-rank", optimizer="clipup"),
+    "snes-large": dict(strategy="snes", population=1024, batch_size=256, hidden=(128,), antithetic=True,
+                       loss="cross-entropy", shaping="nes", optimizer="sgd"),
 }
 
 #: Phases of the profile, in the order a generation runs them.
@@ -74,7 +79,7 @@ class Generation:
         self.trainer = Trainer(self.config)
         self.state = self.trainer.initial_state()
         self.rows = np.arange(self.config.batch_size, dtype=np.int64)
-        self.trainer.backend.begin(self.state.theta, self.trainer.es.optimizer.state(), 0)
+        self.trainer.backend.begin(self.state)
 
     def __call__(self) -> None:
         self.trainer.generation(self.state, self.rows, self.config.sigma, self.config.lr)
@@ -108,11 +113,12 @@ class Generation:
             offsets = es.ask(self.state)
             t["ask"] = time.perf_counter() - start
             kernels: dict[str, float] = {}
-            losses = backend.population_losses(self.state.theta, offsets, sigma, self.rows, timings=kernels)
+            scale = es.noise_scale(self.state, sigma)
+            losses = backend.population_losses(self.state.theta, offsets, scale, self.rows, timings=kernels)
             t0 = time.perf_counter()
             weights = es.weights(losses)
             t1 = time.perf_counter()
-            grad = backend.noise_sum(offsets, weights)
+            grad = es.gradient(backend, offsets, weights)
             t2 = time.perf_counter()
             es.tell(self.state, grad, lr)
             t3 = time.perf_counter()
@@ -121,7 +127,7 @@ class Generation:
             # the member kernel again, stopped after each phase, splits its time (below)
             for phases in (PHASE_NOISE, PHASE_LAYERS):
                 part: dict[str, float] = {}
-                ws.losses(self.state.theta, backend.table, offsets, sigma, backend.csr, self.rows, backend.labels,
+                ws.losses(self.state.theta, backend.table, offsets, scale, backend.csr, self.rows, backend.labels,
                           backend.loss_code, phases=phases, timings=part)
                 prefix[phases].append(part["members"])
             members.append(kernels["members"] + kernels.get("reduction", 0.0))
@@ -145,7 +151,8 @@ def useful_macs(config: Config, dims, nnz: float) -> float:
     form its hidden layer and ``B * sum(fan_in * fan_out)`` per member for the later layers
     (their inputs differ per member, so nothing is shared). Gradient: ``P`` per noise vector
     (full rank) or the factors' sizes plus one ``fan_in x fan_out`` product per factor
-    (low rank). Optimizer: ``P``.
+    (low rank). Optimizer: ``P``. A standard deviation per parameter (PGPE, SNES) adds ``P``
+    per noise vector to scale it, and ``P`` per noise vector for the squares' sum.
     """
     dims = [int(d) for d in dims]
     batch, n_noise, members = config.batch_size, config.n_noise, config.population
@@ -160,7 +167,11 @@ def useful_macs(config: Config, dims, nnz: float) -> float:
         response = n_noise * nnz * width0
         gradient = n_noise * size
     hidden = members * batch * width0 if len(dims) > 2 else 0
-    return nnz * width0 + response + hidden + members * batch * later + gradient + size
+    scaling = 0
+    if config.learns_sigma:
+        scaling = n_noise * size
+        gradient *= 2
+    return nnz * width0 + response + hidden + members * batch * later + gradient + scaling + size
 
 
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:

@@ -1,4 +1,4 @@
-"""The ``fastes`` command line: train, evaluate, predict, bench, plot.
+"""The ``fastes`` command line: train, evaluate, predict, bench, plot, compare.
 
 Any :class:`fastes.errors.FastesError` (and an unwritable file) becomes one line on stderr
 and exit status 2, with no traceback.
@@ -78,23 +78,27 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
             g.add_argument(opt.flag, dest=name, type=_value_parser(opt), metavar=opt.metavar, help=help)
 
 
+#: Presets with a column in the README's options table (``quick`` is a small digits run).
+TABLE_PRESETS = ("seed", "default", "pgpe", "snes")
+
+
 def options_markdown() -> str:
     """The README's table of training options, generated from their declarations
     (``tests/test_options.py`` checks the README holds it)."""
     from .estimator import ESClassifier
 
     estimator = ESClassifier()
-    seed, default = preset("seed"), preset("default")
-    rows = ["| option | values | `seed` | `default` | `ESClassifier` | what it does |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    shown = [preset(name) for name in TABLE_PRESETS]
+    rows = ["| option | values | " + " | ".join(f"`{name}`" for name in TABLE_PRESETS) + " | `ESClassifier` | what it does |",
+            "| --- | --- | " + "--- | " * len(TABLE_PRESETS) + "--- | --- |"]
     for name, opt in OPTIONS.items():
         flag = f"`{opt.flag}`" if opt.kind in ("bool", "choice") else f"`{opt.flag} {opt.metavar}`"
         values = f"on or off (`--no-{opt.flag[2:]}`)" if opt.kind == "bool" else opt.values
-        presets = [_shown(v) if v is not None else "" for v in (getattr(seed, name), getattr(default, name))]
+        presets = [_shown(v) if v is not None else "" for v in (getattr(config, name) for config in shown)]
         param = opt.parameter
         exposed = f"`{param}={getattr(estimator, param)!r}`" if param else ""
         what = opt.help + ("; `--resume` may change it" if opt.resume else "")
-        rows.append(f"| {flag} | {values} | {presets[0]} | {presets[1]} | {exposed} | {what} |")
+        rows.append(f"| {flag} | {values} | " + " | ".join(presets) + f" | {exposed} | {what} |")
     return "\n".join(rows) + "\n"
 
 
@@ -135,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="test accuracy against wall time for run folders")
     pl.add_argument("runs", nargs="+", help="run folders (each with metrics.csv), optionally LABEL=DIR")
     pl.add_argument("--out", required=True)
-    parser.commands = {"train": t, "evaluate": e, "predict": pr, "bench": b, "plot": pl}
+
+    c = sub.add_parser("compare", help="a table of run folders' test accuracy at 60 s and 600 s, and their plot")
+    c.add_argument("runs", nargs="+", help="finished run folders, optionally LABEL=DIR")
+    c.add_argument("--out", required=True, help="writes OUT.md and OUT.png (e.g. results/strategies)")
+    parser.commands = {"train": t, "evaluate": e, "predict": pr, "bench": b, "plot": pl, "compare": c}
     return parser
 
 
@@ -146,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
-                "plot": cmd_plot}[args.command](args)
+                "plot": cmd_plot, "compare": cmd_compare}[args.command](args)
     except Interrupted as exc:
         sys.stderr.write(f"fastes: {one_line(exc)}\n")
         return exc.exit_code
@@ -281,6 +289,13 @@ def cmd_plot(args) -> int:
 
     plot_runs(args.runs, Path(args.out))
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare_runs
+
+    print(compare_runs(args.runs, Path(args.out)), end="")
     return 0
 
 

@@ -22,8 +22,11 @@ def divergence_message(trainer, generation: int, theta: np.ndarray, rows, epoch:
     sigma, lr = cfg.sigma, cfg.lr
     where = f"at generation {generation} (epoch {epoch + 1})"
     if rows is not None and _model_is_finite(trainer, theta, rows):
+        learned = ""
+        if cfg.learns_sigma:  # the standard deviations grew from --sigma by their own steps
+            learned = f" or --sigma-lr ({trainer.es.sigma_lr:g})"
         return (f"population loss became NaN/inf {where} while the model itself is finite: the perturbations are "
-                f"too large; lower --sigma ({sigma:g})")
+                f"too large; lower --sigma ({sigma:g}){learned}")
     what = "parameters became NaN/inf" if rows is None else "the model's loss became NaN/inf"
     if generation == 0:
         if cfg.init == "normal":

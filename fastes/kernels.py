@@ -15,6 +15,13 @@ A generation runs in phase kernels, each one call:
 3. :func:`_reduce_members`: each member's mean loss, summed over rows in order (inside phase
    2 when a task holds all rows).
 
+Per-parameter standard deviations (PGPE, SNES: member ``i`` is ``theta + s_i sigma * u_k``,
+``sigma`` a vector) take the same path: the grouped first layer gathers ``sigma * u_k``
+instead of ``u_k``, and :func:`_member_losses_scaled` first scales each task's noise window
+into a per-thread buffer (P multiplies, against the task's B x nnz x H1 of the first layer),
+then runs the same task (:func:`_member_task`) on it with signs +-1. The single-sigma kernels
+are compiled without that step.
+
 Inputs reach the kernels as CSR rows (``indptr``, ``indices``, ``values``) plus the batch's
 row numbers: MNIST is 81% zeros and the first layer holds most of the work. Layer geometry
 travels in one int64 array ``geo`` (see :func:`geometry`), run flags in ``flags``, so a call
@@ -55,7 +62,7 @@ LOSS_CODES = {"mse": LOSS_MSE, "cross-entropy": LOSS_CROSS_ENTROPY}
 # Rows of ``geo``: per layer l (columns), its widths and offsets.
 G_DIMS, G_W, G_B, G_T, G_LRA, G_LRB, G_LRE = range(7)
 # Entries of ``flags``.
-F_SIGNS, F_LOWRANK, F_RANK, F_LOSS, F_BLOCKS, F_GROUPED, F_PHASES, F_THREADS = range(8)
+F_SIGNS, F_LOWRANK, F_RANK, F_LOSS, F_BLOCKS, F_GROUPED, F_PHASES, F_THREADS, F_SCALED = range(9)
 #: ``flags[F_PHASES]``: how much of a member's work to do (the profile times each prefix).
 PHASE_NOISE, PHASE_LAYERS, PHASE_LOSS = 1, 2, 3
 
@@ -422,11 +429,14 @@ def _perturbed_transposed(wt_base, table, off, s, lowrank, rank, geo, out):
 # --------------------------------------------------------------------------- phase kernels
 
 
-def _first_layer_impl(theta, table, offsets, geo, flags, indptr, indices, values, rows, wide, base, proj, wt_base):
+def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices, values, rows, wide, base, proj,
+                      wt_base):
     """Phase 1: ``base[r] = x_r @ W0 + b0`` (B, H1) for every batch row, and (grouped) every
     noise vector's projection ``proj[k, r] = x_r @ E0_k`` (full rank, H1 columns) or
     ``x_r @ A_k.T`` (low rank, r columns), member-major (n_noise, B, cols) so that a task
-    reads one contiguous block; and the later layers' transposed base weights.
+    reads one contiguous block; and the later layers' transposed base weights. With
+    ``flags[F_SCALED]`` (full rank) the noise is ``sigmas * E0_k``, ``sigmas`` (P,) float32
+    (otherwise a placeholder).
 
     The projection runs by blocks of members: each block's noise is gathered side by side
     into a per-thread (d, block columns) matrix that stays in L2 while every row's sparse
@@ -466,13 +476,24 @@ def _first_layer_impl(theta, table, offsets, geo, flags, indptr, indices, values
             start = geo[G_LRA, 0] if lowrank else geo[G_W, 0]
             row_step = np.uint64(1 if lowrank else width0)
             col_step = np.uint64(n_in if lowrank else 1)
-            for i in range(n_in):
-                dst = np.uint64(i * width)
-                for k in range(k0, k1):
-                    src = np.uint64(offsets[k] + start) + np.uint64(i) * row_step
-                    at = dst + np.uint64((k - k0) * cols)
-                    for q in range(cols):
-                        w[at + np.uint64(q)] = table[src + np.uint64(q) * col_step]
+            if flags[F_SCALED] != 0:  # full rank: a row of E0_k, scaled by its parameters' sigmas
+                for i in range(n_in):
+                    dst = np.uint64(i * width)
+                    sig = np.uint64(start) + np.uint64(i) * row_step
+                    for k in range(k0, k1):
+                        src = np.uint64(offsets[k]) + sig
+                        at = dst + np.uint64((k - k0) * cols)
+                        for q in range(cols):
+                            u = np.uint64(q)
+                            w[at + u] = table[src + u] * sigmas[sig + u]
+            else:
+                for i in range(n_in):
+                    dst = np.uint64(i * width)
+                    for k in range(k0, k1):
+                        src = np.uint64(offsets[k] + start) + np.uint64(i) * row_step
+                        at = dst + np.uint64((k - k0) * cols)
+                        for q in range(cols):
+                            w[at + np.uint64(q)] = table[src + np.uint64(q) * col_step]
             tmp = n_in * width
             _sparse_rows(w, 0, width, indptr, indices, values, rows, r0, r1, w, tmp, width)
             for k in range(k0, k1):
@@ -482,6 +503,36 @@ def _first_layer_impl(theta, table, offsets, geo, flags, indptr, indices, values
                     for q in range(cols):
                         proj[dst + np.uint64(q)] = w[src + np.uint64(q)]
     _transpose_layers(theta, geo, wt_base)
+
+
+@njit(inline="always", **JIT)
+def _member_task(noise, off, sigma, k, r0, r1, geo, flags, indptr, indices, values, rows, labels, base, proj, wt_base,
+                 w, zs, hs, lt, vs, row_loss, out_loss):
+    """One task of phase 2: noise vector k (at ``noise[off:]``, scaled by ``sigma``) on batch
+    rows ``r0:r1``, both signs. Inlined into each phase-2 kernel (a call would incref every
+    array argument, per task)."""
+    lowrank = flags[F_LOWRANK] != 0
+    phases = flags[F_PHASES]
+    n_blocks = flags[F_BLOCKS]
+    width0 = geo[G_DIMS, 1]
+    n_out = geo[G_DIMS, geo.shape[1] - 1]
+    batch = rows.shape[0]
+    stride = lt.shape[0] // n_out
+    _noise_block(noise, off, k, geo, lowrank, flags[F_RANK], flags[F_GROUPED] != 0, proj, batch, r0, r1, indptr,
+                 indices, values, rows, zs)
+    lab = vs[5].view(np.int32)
+    for q in range(r1 - r0):
+        lab[q] = labels[rows[r0 + q]]
+    n_signs = flags[F_SIGNS]
+    for i in range(n_signs):
+        s = sigma if i == 0 else -sigma
+        if phases >= PHASE_LAYERS:
+            _perturbed_transposed(wt_base, noise, off, s, lowrank, flags[F_RANK], geo, w)
+            _tail_block(base, r0 * width0, zs, s, w, geo, r1 - r0, hs, lt, stride)
+        if phases >= PHASE_LOSS:
+            _block_loss(lt, n_out, stride, r1 - r0, vs, flags[F_LOSS], row_loss[k * n_signs + i], r0)
+            if n_blocks == 1:  # this task holds every row of its member: reduce here
+                _reduce_member(row_loss, k * n_signs + i, batch, out_loss)
 
 
 def _member_losses_impl(table, offsets, sigma, geo, flags, indptr, indices, values, rows, labels,
@@ -495,43 +546,44 @@ def _member_losses_impl(table, offsets, sigma, geo, flags, indptr, indices, valu
     reduced here too. ``flags[F_PHASES]`` stops after the noise response or the later
     layers (the profile times each prefix).
     """
-    n_signs = flags[F_SIGNS]
-    lowrank = flags[F_LOWRANK] != 0
-    rank = flags[F_RANK]
-    loss_kind = flags[F_LOSS]
     n_blocks = flags[F_BLOCKS]
-    grouped = flags[F_GROUPED] != 0
-    phases = flags[F_PHASES]
-    n_layers = geo.shape[1] - 1
-    width0 = geo[G_DIMS, 1]
-    n_out = geo[G_DIMS, n_layers]
     batch = rows.shape[0]
-    n_noise = offsets.shape[0]
     block = (batch + n_blocks - 1) // n_blocks
-    stride = lsc.shape[1] // n_out
-    for task in prange(n_noise * n_blocks):
+    for task in prange(offsets.shape[0] * n_blocks):
         k = task // n_blocks
         r0 = (task % n_blocks) * block
-        r1 = min(batch, r0 + block)
-        off = offsets[k]
         t = numba.get_thread_id()
-        zs = zsc[t]
-        lt = lsc[t]
-        vs = vsc[t]
-        w = wsc[t]
-        _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1, indptr, indices, values, rows, zs)
-        lab = vs[5].view(np.int32)
-        for q in range(r1 - r0):
-            lab[q] = labels[rows[r0 + q]]
-        for i in range(n_signs):
-            s = sigma if i == 0 else -sigma
-            if phases >= PHASE_LAYERS:
-                _perturbed_transposed(wt_base, table, off, s, lowrank, rank, geo, w)
-                _tail_block(base, r0 * width0, zs, s, w, geo, r1 - r0, hsc[t], lt, stride)
-            if phases >= PHASE_LOSS:
-                _block_loss(lt, n_out, stride, r1 - r0, vs, loss_kind, row_loss[k * n_signs + i], r0)
-                if n_blocks == 1:  # this task holds every row of its member: reduce here
-                    _reduce_member(row_loss, k * n_signs + i, batch, out_loss)
+        _member_task(table, offsets[k], sigma, k, r0, min(batch, r0 + block), geo, flags, indptr, indices, values,
+                     rows, labels, base, proj, wt_base, wsc[t], zsc[t], hsc[t], lsc[t], vsc[t], row_loss, out_loss)
+
+
+def _member_losses_scaled_impl(table, offsets, sigmas, geo, flags, indptr, indices, values, rows, labels,
+                               base, proj, wt_base, wsc, zsc, hsc, lsc, vsc, ssc, row_loss, out_loss):
+    """Phase 2 with a standard deviation per parameter, ``sigmas`` (P,) float32: each task
+    first writes its noise vector times ``sigmas`` into the thread's ``ssc`` row (from the
+    first bias on when the grouped first layer has already scaled ``E0``), then runs
+    :func:`_member_task` on it with signs +-1. Otherwise as :func:`_member_losses_impl`."""
+    n_blocks = flags[F_BLOCKS]
+    batch = rows.shape[0]
+    block = (batch + n_blocks - 1) // n_blocks
+    start = geo[G_B, 0] if flags[F_GROUPED] != 0 else 0
+    for task in prange(offsets.shape[0] * n_blocks):
+        k = task // n_blocks
+        r0 = (task % n_blocks) * block
+        t = numba.get_thread_id()
+        scaled = ssc[t]
+        _scale_window(table, offsets[k], sigmas, start, scaled)
+        _member_task(scaled, 0, np.float32(1.0), k, r0, min(batch, r0 + block), geo, flags, indptr, indices, values,
+                     rows, labels, base, proj, wt_base, wsc[t], zsc[t], hsc[t], lsc[t], vsc[t], row_loss, out_loss)
+
+
+@njit(**JIT)
+def _scale_window(table, off, sigmas, start, out):
+    """``out[p] = table[off + p] * sigmas[p]`` for ``start <= p < len(sigmas)``."""
+    base = np.uint64(off)
+    for p in range(start, sigmas.shape[0]):
+        u = np.uint64(p)
+        out[u] = table[base + u] * sigmas[u]
 
 
 @njit(**JIT)
@@ -620,6 +672,7 @@ def _compiled(impl):
 
 _first_layer, _first_layer_serial = _compiled(_first_layer_impl)
 _member_losses, _member_losses_serial = _compiled(_member_losses_impl)
+_member_losses_scaled, _member_losses_scaled_serial = _compiled(_member_losses_scaled_impl)
 _reduce_members, _reduce_members_serial = _compiled(_reduce_members_impl)
 _row_losses = njit(**JIT)(_row_losses_impl)
 
@@ -640,6 +693,34 @@ def _noise_weighted_sum(table, offsets, weights, chunk, out):
             noise = table[offsets[k] + p0 : offsets[k] + p1]
             for p in range(p1 - p0):
                 acc[p] += w * noise[p]
+
+
+@njit(parallel=True, **JIT)
+def _noise_moments(table, offsets, weights, square_weights, chunk, out, out_sq):
+    """``out[p] = sum_k weights[k] u_k[p]`` and ``out_sq[p] = sum_k square_weights[k] (u_k[p]**2 - 1)``,
+    ``u_k = table[offsets[k]:]``, summed over k in order (float64): one read of each window
+    for both of a learned-sigma strategy's sums."""
+    size = out.shape[0]
+    n_chunks = (size + chunk - 1) // chunk
+    start = 0.0
+    for k in range(offsets.shape[0]):
+        start -= square_weights[k]
+    for c in prange(n_chunks):
+        p0 = c * chunk
+        p1 = min(size, p0 + chunk)
+        acc = out[p0:p1]
+        acc_sq = out_sq[p0:p1]
+        for p in range(p1 - p0):
+            acc[p] = 0.0
+            acc_sq[p] = start
+        for k in range(offsets.shape[0]):
+            w = weights[k]
+            v = square_weights[k]
+            noise = table[offsets[k] + p0 : offsets[k] + p1]
+            for p in range(p1 - p0):
+                x = np.float64(noise[p])
+                acc[p] += w * x
+                acc_sq[p] += v * x * x
 
 
 @njit(parallel=True, **JIT)

@@ -23,7 +23,7 @@ import numpy as np
 from .errors import ResourceError
 from .layout import ParamLayout
 
-_OPTIMIZER_ARRAYS = {"sgd": 0, "momentum": 1, "adam": 2}  # float64 state vectors of P values
+_OPTIMIZER_ARRAYS = {"sgd": 0, "momentum": 1, "adam": 2, "clipup": 1}  # float64 state vectors of P values
 
 
 def available_bytes() -> int:
@@ -93,12 +93,15 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     layout = ParamLayout((n_features, *config.hidden, n_classes))
     dims, size = layout.dims, layout.size
     batch, n_noise = min(config.batch_size, n_train), config.n_noise
+    learned = config.learns_sigma
     nnz = n_train * n_features if nnz is None else nnz
     widest = max(dims[1:])
     terms = {
         "noise table": 4 * table_size_for(layout.noise_size(config.perturbation, config.rank)),
         # theta, a float64 gradient, optimizer state and the step's float64 temporaries
         "parameters and optimizer state": size * (4 + 8 + 8 * _OPTIMIZER_ARRAYS[config.optimizer] + 8 * 4),
+        # learned standard deviations: float32, the squares' float64 sum and the update's temporaries
+        "standard deviations": size * (4 + 8 + 8 * 3) if learned else 0,
         # the CSR copies of both splits (indices and values; the test split's nnz estimated
         # at the training density), and a float32 copy of a batch at a time
         "sparse copies of the data": 8 * (nnz + n_train + 1) + 8 * (nnz * n_test // max(n_train, 1) + n_test + 1),
@@ -110,7 +113,7 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
         terms["population chunk activations (members x batch x width)"] = chunk * batch * (3 * widest * 4 + 3 * n_classes * 8)
     else:
         plan = workspace.population_plan(layout, n_noise, config.antithetic, batch, config.perturbation, config.rank,
-                                       config.threads)
+                                         config.threads, scaled=learned)
         row_loss_shape, _ = plan["buffers"].pop("row_loss")
         terms["row losses (population x batch)"] = 8 * int(np.prod(row_loss_shape))
         terms["population workspace"] = workspace.plan_bytes(plan)

@@ -1,14 +1,15 @@
 """``--backend ray``: the population spread over Ray actors that exchange scalars only.
 
 After OpenAI's ES (Salimans et al., 2017): each worker loads the dataset itself, holds its
-own copy of the parameters and optimizer, and regenerates any member's noise from
-(seed, generation, member) through the shared noise table. Per generation the driver sends
-each worker the batch rows, sigma, its slice of members, and the previous generation's
-noise weights and learning rate; each worker first applies that update with the same code
-as the driver (so every copy of the parameters stays bit-identical), then returns the
-losses of its members. Traffic per generation is ``O(W * (n + B))`` numbers for W workers,
-population n and batch B, independent of the parameter count P. The parameter vector
-crosses the network once, when training starts or resumes.
+own copy of the strategy's state (parameters, optimizer, and the standard deviations of PGPE
+and SNES), and regenerates any member's noise from (seed, generation, member) through the
+shared noise table. Per generation the driver sends each worker the batch rows, sigma (the
+schedule's value; a learned one each worker has), its slice of members, and the previous
+generation's weights and learning rate; each worker first applies that update with the same
+code as the driver (the strategy's own ``gradient`` and ``tell``, so every copy of the state
+stays bit-identical), then returns the losses of its members. Traffic per generation is
+``O(W * (n + B))`` numbers for W workers, population n and batch B, independent of the
+parameter count P. The state crosses the network once, when training starts or resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from . import kernels, workspace
 from .backends import ModelMetrics, NoiseSum, batch_rows, set_threads, train_labels
 from .errors import BackendError
-from .strategy import ESState, build_strategy
+from .state import ESState
+from .strategies import build_strategy
 
 
 def _import_ray():
@@ -64,30 +66,36 @@ class _Worker:
         self.csr, self.labels = dataset.csr("train"), train_labels(dataset)
         self.loss_code = kernels.LOSS_CODES[cfg.loss]
         self.workspace = workspace.PopulationWorkspace(
-            self.layout, members, cfg.antithetic, batch_rows(cfg, dataset), cfg.perturbation, cfg.rank, threads
+            self.layout, members, cfg.antithetic, batch_rows(cfg, dataset), cfg.perturbation, cfg.rank, threads,
+            scaled=cfg.learns_sigma,
         )
         self.state: ESState | None = None
         self.offsets: np.ndarray | None = None  # the current generation's noise (its update replays them)
 
-    def begin(self, theta: np.ndarray, optimizer: dict, generation: int) -> int:
-        """Take the driver's parameters, optimizer state and generation; returns the
-        parameter count (the driver checks that every worker built the same model)."""
+    def begin(self, state: ESState) -> int:
+        """Take the driver's state (parameters, optimizer state, standard deviations,
+        generation); returns the parameter count (the driver checks that every worker built
+        the same model)."""
         # copies: what Ray delivers is read-only, and the worker updates its state in place
-        self.state = ESState(np.array(theta, dtype=np.float32), generation, {k: np.array(v) for k, v in optimizer.items()})
+        sigma = None if state.sigma is None else np.array(state.sigma, dtype=np.float32)
+        self.state = ESState(np.array(state.theta, dtype=np.float32), state.generation,
+                             {k: np.array(v) for k, v in state.optimizer.items()}, sigma)
         self.offsets = None
         return self.layout.size
 
-    def evaluate(self, generation: int, k0: int, k1: int, sigma: float, rows: np.ndarray, pending) -> np.ndarray:
+    def evaluate(self, generation: int, k0: int, k1: int, sigma: float | None, rows: np.ndarray, pending) -> np.ndarray:
         """Apply the previous generation's update ``pending`` (weights, lr) if any, then
-        return the losses of members ``k0:k1`` at ``generation``."""
+        return the losses of members ``k0:k1`` at ``generation``, their noise scaled by
+        ``sigma`` (None: by the standard deviations of the worker's state)."""
         if pending is not None:
             weights, lr = pending
-            self.es.tell(self.state, self.noise(self.offsets, weights), lr)
+            self.es.tell(self.state, self.es.gradient(self.noise, self.offsets, weights), lr)
         if self.state.generation != generation:
             raise RuntimeError(f"worker at generation {self.state.generation}, asked for {generation}")
         self.offsets = self.es.ask(self.state)
         losses = self.workspace.losses(self.state.theta, self.table, np.ascontiguousarray(self.offsets[k0:k1]),
-                                       sigma, self.csr, rows, self.labels, self.loss_code)
+                                       self.es.noise_scale(self.state, sigma), self.csr, rows, self.labels,
+                                       self.loss_code)
         return losses.copy()
 
 
@@ -147,9 +155,10 @@ class RayBackend:
         except self.ray.exceptions.RayTaskError as exc:
             raise BackendError(f"a Ray worker failed while {what}: {exc.cause!r}") from None
 
-    def begin(self, theta, optimizer, generation):
-        """Ship the parameters and optimizer state once (start or resume)."""
-        sizes = self._gather([a.begin.remote(theta, optimizer, generation) for a in self.actors], "starting")
+    def begin(self, state):
+        """Ship the state once (start or resume): the strategy's arrays and generation only."""
+        shipped = ESState(state.theta, state.generation, state.optimizer, state.sigma)
+        sizes = self._gather([a.begin.remote(shipped) for a in self.actors], "starting")
         if any(s != self.layout.size for s in sizes):
             raise BackendError("Ray workers built a different model; check --data-dir on every node")
         self.pending = None
@@ -158,8 +167,9 @@ class RayBackend:
     def population_losses(self, theta, offsets, sigma, rows, generation=None):
         if not self.started:
             raise BackendError("RayBackend.begin() must be called before training")
+        scale = None if np.ndim(sigma) else float(sigma)  # learned standard deviations: each worker has them
         refs = [
-            actor.evaluate.remote(generation, int(k0), int(k1), float(sigma), rows, self.pending)
+            actor.evaluate.remote(generation, int(k0), int(k1), scale, rows, self.pending)
             for actor, (k0, k1) in zip(self.actors, self.slices)
         ]
         self.pending = None
@@ -170,7 +180,10 @@ class RayBackend:
         self.pending = (np.asarray(weights, dtype=np.float64), float(lr))
 
     def noise_sum(self, offsets, weights):
-        return self.noise(offsets, weights)
+        return self.noise.noise_sum(offsets, weights)
+
+    def noise_moments(self, offsets, weights, square_weights):
+        return self.noise.noise_moments(offsets, weights, square_weights)
 
     def batch_metrics(self, theta, rows):
         return self.metrics(theta, rows)

@@ -2,8 +2,9 @@
 
 It is the ``--backend numpy`` trainer, the baseline of ``fastes bench``, and the oracle the
 kernels are tested against, so it is written for clarity: each member's parameters are
-formed explicitly (``theta + s * sigma * noise``) and pushed through the network with
-batched matrix products, a chunk of members at a time to bound memory.
+formed explicitly (``theta + s * sigma * noise``, ``sigma`` one number or one per parameter)
+and pushed through the network with batched matrix products, a chunk of members at a time
+to bound memory.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def population_losses(
     ----------
     theta : ndarray of shape (P,), float32
     offsets : ndarray of shape (n_noise,), int64
+    sigma : float, or ndarray of shape (P,), float32 (a standard deviation per parameter)
     x : ndarray of shape (B, d), float32, the batch
     labels : ndarray of shape (B,), int
 
@@ -106,11 +108,12 @@ def population_losses(
     correct : ndarray of shape (n,), int64
     """
     signs = np.array([1.0, -1.0] if antithetic else [1.0], dtype=np.float32)
+    scale = np.asarray(sigma, dtype=np.float32)
     losses, correct = [], []
     for start in range(0, len(offsets), MEMBER_CHUNK):
         noise = member_noise(table, offsets[start : start + MEMBER_CHUNK], layout, perturbation, rank)
-        # members k*len(signs) + i: theta + signs[i] * sigma * noise[k]
-        params = theta[None, None, :] + (signs[None, :, None] * np.float32(sigma)) * noise[:, None, :]
+        # members k*len(signs) + i: theta + signs[i] * (sigma * noise[k])
+        params = theta[None, None, :] + signs[None, :, None] * (scale * noise)[:, None, :]
         params = params.reshape(-1, layout.size)
         row_loss, row_ok = losses_from_logits(forward_logits(params, layout, x), labels, loss)
         losses.append(row_loss.mean(axis=1))
@@ -124,6 +127,16 @@ def noise_weighted_sum(table, offsets, weights, size) -> np.ndarray:
     for w, o in zip(weights, offsets):
         out += w * table[o : o + size].astype(np.float64)
     return out
+
+
+def noise_moments(table, offsets, weights, square_weights, size) -> tuple[np.ndarray, np.ndarray]:
+    """``sum_k weights[k] u_k`` and ``sum_k square_weights[k] (u_k**2 - 1)``, float64, shapes (size,)."""
+    total, total_sq = np.zeros(size), np.zeros(size)
+    for start in range(0, len(offsets), MEMBER_CHUNK):
+        noise = np.stack([table[o : o + size] for o in offsets[start : start + MEMBER_CHUNK]]).astype(np.float64)
+        total += weights[start : start + MEMBER_CHUNK] @ noise
+        total_sq += square_weights[start : start + MEMBER_CHUNK] @ (noise**2 - 1.0)
+    return total, total_sq
 
 
 def lowrank_weighted_sum(table, offsets, weights, layout, rank) -> np.ndarray:

@@ -205,18 +205,21 @@ def plot_accuracy_vs_time(path: Path, runs: list[tuple[str, list[dict]]]) -> Non
     _save(fig, path)
 
 
+def read_run(spec: str) -> tuple[str, Path, list[dict]]:
+    """A run folder given as ``DIR`` or ``LABEL=DIR``: its label (the folder's name by
+    default), its path and its metrics.csv rows, which must hold a timed test accuracy."""
+    label, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    folder = Path(folder)
+    metrics = folder / "metrics.csv"
+    if not metrics.is_file():
+        raise RunFolderError(f"{folder} has no metrics.csv; give folders written by fastes train")
+    history = read_metrics_csv(metrics)
+    if not any(r["wall_seconds"] > 0 and math.isfinite(r["test_accuracy"]) for r in history):
+        raise RunFolderError(f"{metrics} has no timed test accuracy to plot; give folders of runs that trained")
+    return label or folder.name, folder, history
+
+
 def plot_runs(runs: list[str], out: Path) -> None:
     """``fastes plot``: test accuracy against wall seconds for run folders (LABEL=DIR allowed)."""
     out = check_output_path(out, "plot", plot_formats())
-    series = []
-    for spec in runs:
-        label, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        folder = Path(folder)
-        metrics = folder / "metrics.csv"
-        if not metrics.is_file():
-            raise RunFolderError(f"{folder} has no metrics.csv; give folders written by fastes train")
-        history = read_metrics_csv(metrics)
-        if not any(r["wall_seconds"] > 0 and math.isfinite(r["test_accuracy"]) for r in history):
-            raise RunFolderError(f"{metrics} has no timed test accuracy to plot; give folders of runs that trained")
-        series.append((label or folder.name, history))
-    plot_accuracy_vs_time(out, series)
+    plot_accuracy_vs_time(out, [(label, history) for label, _, history in map(read_run, runs)])

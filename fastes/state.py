@@ -19,22 +19,25 @@ METRIC_COLUMNS = ("epoch", "generation", "wall_seconds", "train_loss", "train_ac
 
 @dataclass
 class ESState:
-    """Everything the strategy evolves; :meth:`fastes.strategy.OpenES.tell` updates it in
+    """Everything the strategy evolves; :meth:`fastes.strategy.Strategy.tell` updates it in
     place and returns it.
 
     Attributes
     ----------
     theta : ndarray of shape (P,), float32
-        Current parameters.
+        Current parameters (the centre of the search distribution).
     generation : int
         Generations done so far (indexes the noise).
     optimizer : dict of str to ndarray
         The optimizer's step count and moments (:meth:`fastes.optimizers.Optimizer.state`).
+    sigma : ndarray of shape (P,), float32, or None
+        Each parameter's standard deviation, for the strategies that learn them (PGPE, SNES).
     """
 
     theta: np.ndarray
     generation: int = 0
     optimizer: dict = field(default_factory=dict)
+    sigma: np.ndarray | None = None
 
 
 @dataclass
@@ -80,9 +83,12 @@ class TrainState(ESState):
         return self.correct / self.seen if self.seen else float("nan")
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        """The state as arrays (``theta`` and ``opt_<name>`` per optimizer array) and a
-        JSON-ready dict of everything else (:meth:`from_arrays` reverses it)."""
+        """The state as arrays (``theta``, ``opt_<name>`` per optimizer array, and ``sigma``
+        where the strategy learns one per parameter) and a JSON-ready dict of everything else
+        (:meth:`from_arrays` reverses it)."""
         arrays = {"theta": self.theta, **{f"opt_{k}": np.asarray(v) for k, v in self.optimizer.items()}}
+        if self.sigma is not None:
+            arrays["sigma"] = self.sigma
         progress = {k: getattr(self, k) for k in (*self.COUNTS, *self.SUMS, "history", "time_to_accuracy")}
         progress["optimizer_keys"] = sorted(self.optimizer)
         return arrays, progress
@@ -93,6 +99,7 @@ class TrainState(ESState):
         return cls(
             theta=np.ascontiguousarray(arrays["theta"], dtype=np.float32),
             optimizer={k: arrays[f"opt_{k}"] for k in progress["optimizer_keys"]},
+            sigma=np.array(arrays["sigma"], dtype=np.float32) if "sigma" in arrays else None,
             history=progress["history"],
             time_to_accuracy=progress["time_to_accuracy"],
             **{k: int(progress[k]) for k in cls.COUNTS},

@@ -4,8 +4,9 @@ Model file (``model.npz``): arrays ``W0, b0, W1, b1, ...`` with ``Wk`` of shape
 (fan_in, fan_out) float32, plus ``config``, a 0-d string array holding the run's
 configuration as JSON. Loads with ``np.load(path)`` and no pickle.
 
-Checkpoint (``checkpoint.npz``): parameters, optimizer state, counters, and the metrics so
-far (as JSON), written atomically: temporary file, fsync, rename.
+Checkpoint (``checkpoint.npz``): parameters, optimizer state, the standard deviations of a
+strategy that learns them, counters, and the metrics so far (as JSON), written atomically:
+temporary file, fsync, rename.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, ConfigError
+from .config import LEARNED_SIGMA, Config, ConfigError
 from .errors import ModelFileError, one_line
 from .files import regular_file
 from .layout import ParamLayout
@@ -202,8 +203,35 @@ def load_checkpoint(path: str | Path) -> tuple[TrainState, dict, tuple[int, ...]
         raise ModelFileError(
             f"checkpoint {path}: {progress['correct']} correct of {progress['seen']} seen is impossible; the file was edited"
         )
-    state = TrainState.from_arrays({"theta": theta, **{f"opt_{k}": v for k, v in optimizer.items()}}, progress)
+    state_arrays = {"theta": theta, **{f"opt_{k}": v for k, v in optimizer.items()}}
+    sigma = _sigma_state(arrays.get("sigma"), config, theta.shape[0], path)
+    if sigma is not None:
+        state_arrays["sigma"] = sigma
+    state = TrainState.from_arrays(state_arrays, progress)
     return state, config, tuple(dims)
+
+
+def _sigma_state(value, config: dict, size: int, path) -> np.ndarray | None:
+    """The checkpoint's standard deviations: P finite positive float32 numbers exactly where
+    the configured strategy learns them (PGPE, SNES), None otherwise."""
+    if config["strategy"] not in LEARNED_SIGMA:
+        if value is not None:
+            raise ModelFileError(
+                f"checkpoint {path} holds standard deviations but its strategy {config['strategy']} keeps none; "
+                "the file was edited or damaged"
+            )
+        return None
+    sigma = None
+    if value is not None and value.shape == (size,) and value.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            sigma = np.array(value, dtype=np.float32)
+    if sigma is None or not np.isfinite(sigma).all() or not (sigma > 0).all():
+        found = "missing" if value is None else f"{value.dtype} {value.shape}"
+        raise ModelFileError(
+            f"checkpoint {path}: its standard deviations 'sigma' are {found}, expected {size} finite positive "
+            "float32 numbers; the file is truncated, edited or damaged"
+        )
+    return sigma
 
 
 def _optimizer_state(arrays: dict, keys: list[str], config: dict, size: int, path) -> dict:

@@ -2,7 +2,7 @@
 
 Per generation: ask the strategy for noise offsets, let the backend score the population
 on the next batch, shape the losses into noise weights, let the backend sum the weighted
-noise into a gradient estimate, take an optimizer step, then score the updated model on
+noise into a gradient estimate, let the strategy step, then score the updated model on
 the same batch (the original program's per-epoch training curve is the mean of those).
 Test loss and accuracy are measured at the end of every epoch and every
 ``eval_every_seconds``. All of it is resumable from a :class:`TrainState`.
@@ -24,7 +24,8 @@ from .diagnose import divergence_message
 from .errors import DivergenceError
 from .reference import losses_from_logits
 from .state import ACCURACY_LEVELS, ESState, TrainState
-from .strategy import build_strategy, schedule
+from .strategies import build_strategy
+from .strategy import schedule
 
 
 def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Backend:
@@ -132,7 +133,7 @@ class Trainer:
     def initial_state(self) -> TrainState:
         rng = np.random.default_rng(self.config.seed)
         theta = self.layout.init(self.config.init, self.config.init_std, rng)
-        return TrainState(theta=theta, optimizer=self.es.optimizer.state())
+        return TrainState(theta=theta, optimizer=self.es.optimizer.state(), sigma=self.es.initial_sigma())
 
     def logits(self, theta: np.ndarray, split: str) -> np.ndarray:
         """Logits (N, C) of ``theta`` on the dataset's ``"train"`` or ``"test"`` split (its CSR
@@ -166,8 +167,8 @@ class Trainer:
         cfg, es, backend = self.config, self.es, self.backend
         rows = np.arange(min(cfg.batch_size, self.n_train), dtype=np.int64)
         offsets = es.ask(state)  # reads the state; nothing below writes it
-        weights = es.weights(backend.population_losses(state.theta, offsets, cfg.sigma, rows))
-        backend.noise_sum(offsets, np.zeros_like(weights))
+        weights = es.weights(backend.population_losses(state.theta, offsets, es.noise_scale(state, cfg.sigma), rows))
+        es.gradient(backend, offsets, np.zeros_like(weights))
         backend.batch_metrics(state.theta, rows)
         self.evaluate(state.theta, "test")
         self.compile_seconds = time.perf_counter() - started
@@ -192,7 +193,7 @@ class Trainer:
         """
         cfg = self.config
         probe = copy.deepcopy(state)
-        self.backend.begin(probe.theta, probe.optimizer, probe.generation)
+        self.backend.begin(probe)
         order = epoch_order(cfg.seed, probe.epoch, self.n_train, cfg.shuffle)
         seconds = min(self.FIT_SECONDS, 0.01 * cfg.max_seconds)
         timed, started = 0, time.perf_counter()
@@ -228,7 +229,7 @@ class Trainer:
         self.prepare(state)
         if self.config.fit_budget:
             self.fit_budget(state)
-        self.backend.begin(state.theta, state.optimizer, state.generation)
+        self.backend.begin(state)
         clock = _Clock(state.elapsed, self.config.eval_every_seconds)
         budget = _Budget(self.config.max_seconds, max_generations)
         while state.epoch < self.config.epochs:
@@ -262,7 +263,8 @@ class Trainer:
         return order[batch * size : (batch + 1) * size]
 
     def _sigma(self, state: TrainState) -> float:
-        """This epoch's noise scale."""
+        """This epoch's value of the sigma schedule (a strategy that learns its standard
+        deviations uses those instead)."""
         cfg = self.config
         return schedule(cfg.sigma_schedule, cfg.sigma, cfg.sigma_decay, state.epoch, 0.0)
 
@@ -314,15 +316,15 @@ class Trainer:
         """One ES generation on training ``rows`` (B,): ask for noise, score the population,
         shape the losses, estimate the gradient, step. Returns the losses, shape (n,).
 
-        ``state`` (its parameters, optimizer state and generation) is updated in place."""
+        ``sigma`` is the sigma schedule's value. ``state`` (its parameters, optimizer state,
+        standard deviations and generation) is updated in place."""
         es, backend = self.es, self.backend
         offsets = es.ask(state)
-        losses = backend.population_losses(state.theta, offsets, sigma, rows, state.generation)
+        losses = backend.population_losses(state.theta, offsets, es.noise_scale(state, sigma), rows, state.generation)
         if not np.isfinite(losses).all():
             raise DivergenceError(divergence_message(self, state.generation, state.theta, rows, epoch))
         weights = es.weights(losses)
-        grad = backend.noise_sum(offsets, weights)
-        es.tell(state, grad, lr)
+        es.tell(state, es.gradient(backend, offsets, weights), lr)
         backend.record_step(weights, lr)
         return losses
 

@@ -15,12 +15,12 @@ import numba
 import numpy as np
 
 from .kernels import (
-    F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SIGNS, F_THREADS, FORWARD_BLOCK,
+    F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, FORWARD_BLOCK,
     G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
     PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL,
     _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_losses,
-    _member_losses_serial, _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_losses,
-    _row_nonzeros, _transpose_layers,
+    _member_losses_scaled, _member_losses_scaled_serial, _member_losses_serial, _noise_moments,
+    _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_losses, _row_nonzeros, _transpose_layers,
 )
 
 
@@ -99,11 +99,13 @@ def check_csr(indptr, indices, values, rows) -> None:
         raise IndexError("rows out of range of the CSR matrix")
 
 
-def population_plan(layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None) -> dict:
+def population_plan(layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None,
+                    scaled=False) -> dict:
     """How a :class:`PopulationWorkspace` runs and what it allocates: ``grouped``, ``serial``,
     ``n_blocks`` and ``buffers`` (name -> (shape, dtype)). The one place both are derived:
     the workspace allocates these buffers and :mod:`fastes.memory` adds them up before a
-    run starts."""
+    run starts. ``scaled``: a standard deviation per parameter (full rank only), which needs
+    a thread's scaled noise vector (P values)."""
     n_noise, batch, rank = int(n_noise), int(batch), int(rank)
     members = n_noise * (2 if antithetic else 1)
     lowrank = perturbation == "lowrank"
@@ -136,6 +138,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "vscratch": ((slots, 6, block + 1), f32),
         "row_loss": ((members * batch,), f64),  # (members, rows) of the current batch, C-ordered
         "out_loss": ((members,), f64),
+        "sscratch": ((slots, layout.size) if scaled else (1, 1), f32),
     }
     # The first layer's work is the batch's sparse rows times every gathered column: worth
     # both threads long before the members' work is (the seed config: 64 rows x 144 columns).
@@ -239,7 +242,8 @@ def population_losses(
     theta : ndarray of shape (P,), float32
     table : ndarray of shape (T,), float32, the shared noise table
     offsets : ndarray of shape (n_noise,), int64
-    sigma : float
+    sigma : float, or ndarray of shape (P,), float32
+        The noise scale: one for every parameter, or each parameter's own (full rank only).
     antithetic : bool
         Evaluate each noise vector with both signs (population = 2 * n_noise).
     layout : ParamLayout
@@ -254,8 +258,9 @@ def population_losses(
     ndarray of shape (n,), float64; member ``k * n_signs + i`` is noise vector k with sign
     ``+1`` (i = 0) or ``-1`` (i = 1).
     """
-    ws = PopulationWorkspace(layout, len(offsets), antithetic, len(rows), perturbation, rank, threads, serial)
-    ws.check(theta, table, offsets, csr, rows, labels)
+    scaled = np.ndim(sigma) > 0
+    ws = PopulationWorkspace(layout, len(offsets), antithetic, len(rows), perturbation, rank, threads, serial, scaled)
+    ws.check(theta, table, offsets, csr, rows, labels, sigma if scaled else None)
     return ws.losses(theta, table, offsets, sigma, csr, rows, labels, LOSS_CODES[loss]).copy()
 
 
@@ -264,10 +269,14 @@ class PopulationWorkspace:
 
     Created once per run for a given population, batch size and layout (a smaller last
     batch uses the leading rows). :meth:`check` validates a run's arrays once;
-    :meth:`losses` is the hot path: no allocation, three compiled calls at most.
+    :meth:`losses` is the hot path: no allocation, three compiled calls at most. A
+    ``scaled`` workspace takes a standard deviation per parameter (PGPE, SNES).
     """
 
-    def __init__(self, layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None):
+    def __init__(self, layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None,
+                 scaled=False):
+        if scaled and perturbation != "full":
+            raise ValueError("a standard deviation per parameter needs full-rank noise")
         self.layout = layout
         self.n_noise = int(n_noise)
         self.n_signs = 2 if antithetic else 1
@@ -277,25 +286,33 @@ class PopulationWorkspace:
         self.noise_size = layout.noise_size(perturbation, self.rank)
         self.batch = int(batch)
         self.geo = geometry(layout, self.rank)
-        plan = population_plan(layout, n_noise, antithetic, batch, perturbation, rank, threads, serial)
+        plan = population_plan(layout, n_noise, antithetic, batch, perturbation, rank, threads, serial, scaled)
         self.grouped, self.serial, self.n_blocks = plan["grouped"], plan["serial"], plan["n_blocks"]
         buffers = {name: np.zeros(shape, dtype) for name, (shape, dtype) in plan["buffers"].items()}
         self.wide, self.base, self.proj = buffers["wide"], buffers["base"], buffers["proj"]
         self.wt_base, self.wscratch, self.zscratch = buffers["wt_base"], buffers["wscratch"], buffers["zscratch"]
         self.hscratch, self.lscratch, self.vscratch = buffers["hscratch"], buffers["lscratch"], buffers["vscratch"]
-        self.row_loss, self.out_loss = buffers["row_loss"], buffers["out_loss"]
-        self.flags = np.zeros(8, dtype=np.int64)
-        self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED, F_THREADS]] = (
+        self.row_loss, self.out_loss, self.sscratch = buffers["row_loss"], buffers["out_loss"], buffers["sscratch"]
+        self.scaled = bool(scaled)
+        self.flags = np.zeros(9, dtype=np.int64)
+        self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED, F_THREADS, F_SCALED]] = (
             self.n_signs, self.lowrank, self.rank, self.n_blocks, self.grouped, threads or numba.get_num_threads(),
+            self.scaled,
         )
+        self.no_sigmas = np.ones(1, dtype=np.float32)  # the first layer's placeholder for a single sigma
+        if self.scaled:
+            members = _member_losses_scaled_serial if self.serial else _member_losses_scaled
+        else:
+            members = _member_losses_serial if self.serial else _member_losses
         self.kernels = (
             _first_layer_serial if plan["serial_first_layer"] else _first_layer,
-            _member_losses_serial if self.serial else _member_losses,
+            members,
             _reduce_members_serial if self.serial else _reduce_members,
         )
 
-    def check(self, theta, table, offsets, csr, rows, labels) -> None:
-        """Validate a run's arrays against this workspace (once per run, not per call)."""
+    def check(self, theta, table, offsets, csr, rows, labels, sigmas=None) -> None:
+        """Validate a run's arrays against this workspace (once per run, not per call);
+        ``sigmas``: a scaled workspace's standard deviations."""
         indptr, indices, values = csr
         check_csr(indptr, indices, values, rows)
         _check("theta", theta, np.float32, 1)
@@ -303,6 +320,10 @@ class PopulationWorkspace:
         _check("labels", labels, np.int32, 1)
         if theta.shape[0] != self.layout.size:
             raise ValueError(f"theta has {theta.shape[0]} values, layout needs {self.layout.size}")
+        if self.scaled:
+            _check("sigmas", sigmas, np.float32, 1)
+            if sigmas.shape[0] != self.layout.size:
+                raise ValueError(f"sigmas has {sigmas.shape[0]} values, layout needs {self.layout.size}")
         if len(offsets) != self.n_noise:
             raise ValueError(f"{len(offsets)} noise offsets, workspace built for {self.n_noise}")
         if len(rows) > self.batch:
@@ -313,7 +334,8 @@ class PopulationWorkspace:
         """Mean loss of every member, shape (n,), float64 (a view reused next call).
 
         ``offsets`` must be a generation's offsets from :func:`fastes.noise.member_offsets`
-        for this workspace's noise size (in the table by construction); ``phases`` and
+        for this workspace's noise size (in the table by construction); ``sigma`` a float,
+        or for a scaled workspace the (P,) float32 standard deviations; ``phases`` and
         ``timings`` (a dict that receives each phase's seconds) serve the profile.
         """
         batch = len(rows)
@@ -323,17 +345,22 @@ class PopulationWorkspace:
         flags[F_PHASES] = phases
         indptr, indices, values = csr
         tick = _clock() if timings is not None else None
-        first(theta, table, offsets, self.geo, flags, indptr, indices, values, rows, self.wide,
+        sigmas = sigma if self.scaled else self.no_sigmas
+        first(theta, table, offsets, sigmas, self.geo, flags, indptr, indices, values, rows, self.wide,
               self.base, self.proj, self.wt_base)
         if tick is not None:
             tick = _lap(timings, "first_layer", tick)
         # a C-contiguous (n, rows) view for every batch size: a strided view for the last,
         # smaller batch would be another type and compile a second kernel inside the clock
         row_loss = self.row_loss[: self.n_members * batch].reshape(self.n_members, batch)
-        members(table, offsets, np.float32(sigma), self.geo, flags, indptr, indices, values, rows, labels,
-                self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
-                self.vscratch,
-                row_loss, self.out_loss)
+        if self.scaled:
+            members(table, offsets, sigmas, self.geo, flags, indptr, indices, values, rows, labels, self.base,
+                    self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
+                    self.vscratch, self.sscratch, row_loss, self.out_loss)
+        else:
+            members(table, offsets, np.float32(sigma), self.geo, flags, indptr, indices, values, rows, labels,
+                    self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
+                    self.vscratch, row_loss, self.out_loss)
         if tick is not None:
             tick = _lap(timings, "members", tick)
         if self.n_blocks > 1 and phases >= PHASE_LOSS:
@@ -377,6 +404,34 @@ def noise_weighted_sum(table, offsets, weights, size, out=None, chunk=2048) -> n
         out = np.empty(size, dtype=np.float64)
     _noise_weighted_sum(table, offsets, weights, chunk, out)
     return out
+
+
+def noise_moments(table, offsets, weights, square_weights, size, out=None, out_sq=None, chunk=2048):
+    """``sum_k weights[k] u_k`` and ``sum_k square_weights[k] (u_k**2 - 1)`` in float64, with
+    ``u_k = table[offsets[k] : offsets[k] + size]``, in one pass over each window.
+
+    Parameters
+    ----------
+    table : ndarray of shape (T,), float32
+    offsets : ndarray of shape (n_noise,), int64
+    weights, square_weights : ndarray of shape (n_noise,), float64
+    size : int
+    out, out_sq : ndarray of shape (size,), float64, optional
+
+    Returns
+    -------
+    (ndarray of shape (size,), ndarray of shape (size,)), float64
+    """
+    _check("offsets", offsets, np.int64, 1)
+    _check("weights", weights, np.float64, 1)
+    _check("square_weights", square_weights, np.float64, 1)
+    if not len(offsets) == len(weights) == len(square_weights):
+        raise ValueError(f"{len(offsets)} offsets but {len(weights)} and {len(square_weights)} weights")
+    check_offsets(offsets, size, table)
+    out = np.empty(size, dtype=np.float64) if out is None else out
+    out_sq = np.empty(size, dtype=np.float64) if out_sq is None else out_sq
+    _noise_moments(table, offsets, weights, square_weights, chunk, out, out_sq)
+    return out, out_sq
 
 
 def lowrank_stack_shapes(layout, n_noise: int, rank: int) -> list[tuple[tuple, tuple]]:

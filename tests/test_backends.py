@@ -13,7 +13,7 @@ METHODS = [name for name, value in vars(Backend).items() if inspect.isfunction(v
 
 
 def test_the_protocol_names_what_the_trainer_calls():
-    assert set(METHODS) == {"begin", "population_losses", "noise_sum", "record_step", "batch_metrics"}
+    assert set(METHODS) == {"begin", "population_losses", "noise_sum", "noise_moments", "record_step", "batch_metrics"}
 
 
 @pytest.mark.parametrize("cls", [NumbaBackend, NumpyBackend, RayBackend])

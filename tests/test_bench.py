@@ -21,11 +21,14 @@ def _enumerated_macs(config, dims, nnz):
             total += batch * widths[0]                         # base + s * z
         for fan_in, fan_out in zip(dims[1:-1], dims[2:]):
             total += batch * fan_in * fan_out
+    sums = 2 if config.learns_sigma else 1                     # noise, and its squares
     for fan_in, fan_out in zip(dims[:-1], dims[1:]):           # gradient estimate
         if config.perturbation == "lowrank":
             total += n_noise * config.rank * (fan_in + fan_out + fan_in * fan_out)
         else:
-            total += n_noise * (fan_in * fan_out + fan_out)
+            total += sums * n_noise * (fan_in * fan_out + fan_out)
+            if sums == 2:
+                total += n_noise * (fan_in * fan_out + fan_out)  # each noise vector times the sigmas
     total += sum(i * o + o for i, o in zip(dims[:-1], dims[1:]))  # optimizer step
     return total
 

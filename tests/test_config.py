@@ -27,6 +27,13 @@ def test_seed_preset_is_the_original():
         (dict(sigma=float("nan")), "finite"),
         (dict(momentum=1.0), r"\[0, 1\)"),
         (dict(epochs=2.5), "integer"),
+        (dict(strategy="cma-es"), "unknown strategy 'cma-es'; choose one of: openai-es, pgpe, snes"),
+        (dict(strategy="pgpe", perturbation="lowrank"), "--strategy pgpe .* needs full-rank noise"),
+        (dict(strategy="snes", sigma_schedule="exponential", sigma_decay=0.5), "--strategy snes learns .*constant"),
+        (dict(sigma_max_change=1.0), r"sigma_max_change must be in \[0, 1\)"),
+        (dict(sigma_lr=0.0), "sigma_lr must be positive"),
+        (dict(max_speed=-1.0), "max_speed must be positive"),
+        (dict(optimizer="clipupp"), "unknown optimizer 'clipupp'"),
     ],
 )
 def test_invalid_values_rejected(changes, match):

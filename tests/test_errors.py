@@ -83,6 +83,13 @@ def world(tmp_path_factory, idx_folder, run_cli):
     _edit_checkpoint(run, w / "ck_epoch", lambda m, a: m.__setitem__("epoch", -1))
     _edit_checkpoint(run, w / "ck_history", lambda m, a: m.__setitem__("history", [{"epoch": "one"}]))
     _edit_checkpoint(run, w / "ck_optimizer", lambda m, a: a.__setitem__("opt_t", np.array([1, 2])))
+    _edit_checkpoint(run, w / "ck_sigma_foreign", lambda m, a: a.__setitem__("sigma", np.ones_like(a["theta"])))
+    pgpe = w / "run_pgpe"  # a strategy with a standard deviation per parameter in its checkpoint
+    assert run_cli(["train", *SEED, "--data-dir", data, "--epochs", 3, "--strategy", "pgpe", "--out", pgpe])[0] == 0
+    _edit_checkpoint(pgpe, w / "ck_sigma_negative", lambda m, a: a.__setitem__("sigma", -a["sigma"]))
+    _edit_checkpoint(pgpe, w / "ck_sigma_missing", lambda m, a: a.pop("sigma"))
+    (w / "no_summary").mkdir()
+    shutil.copy(run / "metrics.csv", w / "no_summary" / "metrics.csv")
     shutil.copytree(run, w / "ck_truncated")
     blob = (run / "checkpoint.npz").read_bytes()
     (w / "ck_truncated" / "checkpoint.npz").write_bytes(blob[: len(blob) // 2])
@@ -145,6 +152,11 @@ CASES = {
     "fit-budget-without-budget": (["train", *SEED, "--fit-budget", "--out", NEW], "max_seconds is not set"),
     "sigma-schedule-underflow": (["train", *SEED, "--sigma-schedule", "exponential", "--sigma-decay", "1e-20",
                                   "--epochs", "9", "--out", NEW], "falls below float32"),
+    "strategy-lowrank": (["train", *SEED, "--strategy", "pgpe", "--perturbation", "lowrank", "--out", NEW],
+                         "--strategy pgpe learns a standard deviation per parameter, which needs full-rank noise"),
+    "strategy-sigma-schedule": (["train", *SEED, "--strategy", "snes", "--sigma-schedule", "exponential", "--out", NEW],
+                                "--strategy snes learns its standard deviations"),
+    "flag-sigma-max-change": (["train", *SEED, "--sigma-max-change", "1", "--out", NEW], r"must be in \[0, 1\)"),
     # sizes that cannot fit (4 GiB available): checked before allocating, saying what fits
     "size-hidden": (["train", *SEED, "--data-dir", "{w}/data", "--hidden", "100000,100000", "--out", NEW],
                     r"needs about .* it fits with at most .*--hidden \d+,\d+"),
@@ -177,6 +189,9 @@ CASES = {
     "plot-missing-folder": (["plot", "{w}/run3", "--out", "{w}/nowhere/p.png"], "does not exist"),
     "plot-extension": (["plot", "{w}/run3", "--out", "{w}/p.xyz"], "cannot write a '.xyz' file"),
     "plot-out-folder": (["plot", "{w}/run3", "--out", "{w}/out.png"], "is a folder"),
+    # compare
+    "compare-no-summary": (["compare", "{w}/run3", "{w}/no_summary", "--out", "{w}/cmp"], "summary.json does not exist"),
+    "compare-out-missing-folder": (["compare", "{w}/run3", "--out", "{w}/nowhere/cmp"], "does not exist"),
     # run folders
     "out-is-a-file": (["train", *SEED, "--data-dir", "{w}/data", "--out", "{w}/a_file"], "is a file, not a folder"),
     "out-dev-null": (["train", *SEED, "--data-dir", "{w}/data", "--out", "/dev/null"], "is a file, not a folder"),
@@ -193,6 +208,11 @@ CASES = {
     "resume-malformed-history": (["train", "--resume", "{w}/ck_history", "--epochs", "5"], "history must be"),
     "resume-truncated-optimizer": (["train", "--resume", "{w}/ck_optimizer", "--epochs", "5"], "optimizer state 't'"),
     "resume-truncated-file": (["train", "--resume", "{w}/ck_truncated", "--epochs", "5"], "corrupt or truncated|not an .npz"),
+    "resume-negative-sigma": (["train", "--resume", "{w}/ck_sigma_negative", "--epochs", "5"],
+                              "standard deviations 'sigma' are float32 .* expected .* positive"),
+    "resume-missing-sigma": (["train", "--resume", "{w}/ck_sigma_missing", "--epochs", "5"], "'sigma' are missing"),
+    "resume-sigma-for-openai-es": (["train", "--resume", "{w}/ck_sigma_foreign", "--epochs", "5"],
+                                   "holds standard deviations but its strategy openai-es keeps none"),
     "resume-no-checkpoint": (["train", "--resume", "{w}/no_checkpoint"], "does not exist"),
     # commands
     "bench-configs-empty": (["bench", "--configs", ""], "names no config"),

@@ -61,3 +61,22 @@ def test_pipeline_grid_search_on_digits():
 def test_invalid_hyperparameter_is_a_value_error():
     with pytest.raises(ValueError, match="sigma must be positive"):
         ESClassifier(sigma=-1).fit(np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("strategy", [dict(strategy="pgpe", optimizer="clipup", lr=0.05),
+                                      dict(strategy="snes", shaping="nes", optimizer="sgd", lr=1.0)],
+                         ids=["pgpe", "snes"])
+def test_learned_sigma_strategies_fit_and_partial_fit_continues(strategy):
+    """partial_fit carries the standard deviations from call to call: epochs calls train fit's model."""
+    X, y = load_digits(return_X_y=True)
+    params = {**SMALL, "epochs": 3, **strategy}
+    fitted = ESClassifier(**params).fit(X / 16, y)
+    stepped = ESClassifier(**params)
+    for _ in range(3):
+        stepped.partial_fit(X / 16, y, classes=np.arange(10))
+    assert stepped.state_.sigma.shape == (64 * 16 + 16 + 16 * 10 + 10,)
+    np.testing.assert_array_equal(stepped.state_.sigma, fitted.state_.sigma)
+    np.testing.assert_array_equal(stepped.coefs_[0], fitted.coefs_[0])
+    assert fitted.score(X / 16, y) > 0.5
+    with pytest.raises(ValueError, match="full-rank noise"):
+        ESClassifier(**params, perturbation="lowrank").fit(X / 16, y)

@@ -137,9 +137,14 @@ def npz_sources(tmp_path_factory):
                                  "train_accuracy": 0.5, "test_loss": float("nan"), "test_accuracy": 0.5}],
                        optimizer={"t": np.array(7), "m": np.zeros(layout.size), "v": np.ones(layout.size)})
     save_checkpoint(folder / "checkpoint.npz", state, config, layout)
+    learned = TrainState(theta=theta, generation=7, optimizer={"t": np.array(7), "v": np.ones(layout.size)},
+                         sigma=np.full(layout.size, 0.02, dtype=np.float32))  # PGPE's standard deviations
+    save_checkpoint(folder / "checkpoint_pgpe.npz", learned,
+                    Config(hidden=(5,), strategy="pgpe", optimizer="clipup", epochs=3).to_dict(), layout)
     with np.load(folder / "model.npz") as npz:
         np.savez_compressed(folder / "compressed.npz", **{k: npz[k] for k in npz.files})
-    return {name: (folder / f"{name}.npz").read_bytes() for name in ("model", "checkpoint", "compressed")}
+    return {name: (folder / f"{name}.npz").read_bytes()
+            for name in ("model", "checkpoint", "checkpoint_pgpe", "compressed")}
 
 
 @FUZZ
@@ -148,7 +153,7 @@ def test_model_and_checkpoint_files(npz_sources, tmp_path_factory, data):
     name = data.draw(st.sampled_from(sorted(npz_sources)))
     path = tmp_path_factory.mktemp("npz") / "file.npz"
     path.write_bytes(data.draw(damaged(npz_sources[name])))
-    loads_or_refuses(load_checkpoint if name == "checkpoint" else load_model, path)
+    loads_or_refuses(load_checkpoint if name.startswith("checkpoint") else load_model, path)
 
 
 def test_intact_files_load(npz_sources, tmp_path):
@@ -157,7 +162,10 @@ def test_intact_files_load(npz_sources, tmp_path):
     assert load_model(tmp_path / "model.npz")[0].dims == (16, 5, 3)
     assert load_model(tmp_path / "compressed.npz")[0].dims == (16, 5, 3)
     state, config, dims = load_checkpoint(tmp_path / "checkpoint.npz")
-    assert state.generation == 7 and config["optimizer"] == "adam" and dims == (16, 5, 3)
+    assert state.generation == 7 and config["optimizer"] == "adam" and dims == (16, 5, 3) and state.sigma is None
+    state, config, _ = load_checkpoint(tmp_path / "checkpoint_pgpe.npz")
+    assert config["strategy"] == "pgpe" and state.sigma.dtype == np.float32 and (state.sigma == 0.02).all()
+    assert (state.optimizer["v"] == 1).all()
 
 
 # --------------------------------------------------------------------------- images

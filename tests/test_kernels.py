@@ -3,6 +3,7 @@
 The population cases are one table: small shapes chosen to reach every code path, and each
 configuration that ``fastes bench`` times (:data:`fastes.bench.CONFIGS`: its hidden layers,
 noise and loss, on 50 input features and a dozen members instead of MNIST and thousands).
+Every full-rank case runs again with a standard deviation per parameter (PGPE, SNES).
 """
 
 import numba
@@ -32,9 +33,10 @@ def _bench_case(name: str) -> tuple:
     return (50, *c.hidden, 10), c.antithetic, c.perturbation, c.rank, c.loss
 
 
-CASES = [pytest.param(*case, id=f"shape{i}") for i, case in enumerate(SHAPES)] + [
-    pytest.param(*_bench_case(name), id=f"bench-{name}") for name in CONFIGS
-]
+NAMED = [(f"shape{i}", case) for i, case in enumerate(SHAPES)] + [(f"bench-{name}", _bench_case(name)) for name in CONFIGS]
+CASES = [pytest.param(*case, id=name) for name, case in NAMED]
+#: The cases a standard deviation per parameter applies to (PGPE, SNES: full-rank noise).
+FULL_RANK = [pytest.param(*case, id=name) for name, case in NAMED if case[2] == "full"]
 
 
 @pytest.mark.parametrize("serial", [True, False], ids=["serial", "threaded"])
@@ -47,6 +49,35 @@ def test_population_losses_match_reference(table, random_case, dims, antithetic,
     want, _ = R.population_losses(theta, table, offsets, 0.05, antithetic, layout, x[rows], y[rows], loss, perturbation, rank)
     assert got.shape == (12 if antithetic else 6,)
     np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
+@pytest.mark.parametrize("serial", [True, False], ids=["serial", "threaded"])
+@pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss", FULL_RANK)
+def test_per_parameter_sigma_matches_reference(table, random_case, dims, antithetic, perturbation, rank, loss, serial):
+    """PGPE's and SNES's members, ``theta + s * sigma * u`` with ``sigma`` (P,): the kernels scale
+    the noise windows, the reference forms every member's parameters."""
+    layout, theta, x, csr, y = random_case(dims)
+    rows = np.arange(3, 40, dtype=np.int64)
+    offsets = member_offsets(1, 2, 6, layout.size)
+    sigmas = np.random.default_rng(2).uniform(0.01, 0.1, layout.size).astype(np.float32)
+    got = W.population_losses(theta, table, offsets, sigmas, antithetic, layout, csr, rows, y, loss, serial=serial)
+    want, _ = R.population_losses(theta, table, offsets, sigmas, antithetic, layout, x[rows], y[rows], loss)
+    np.testing.assert_allclose(got, want, rtol=2e-5)
+    same = np.full(layout.size, 0.05, dtype=np.float32)  # one sigma for all: the single-sigma kernels' result
+    np.testing.assert_allclose(W.population_losses(theta, table, offsets, same, antithetic, layout, csr, rows, y, loss),
+                               W.population_losses(theta, table, offsets, 0.05, antithetic, layout, csr, rows, y, loss),
+                               rtol=2e-5)
+
+
+def test_noise_moments_match_reference(table):
+    offsets = member_offsets(3, 4, 9, 5000)
+    rng = np.random.default_rng(0)
+    weights, squares = rng.standard_normal(9), rng.standard_normal(9)
+    got = W.noise_moments(table, offsets, weights, squares, 5000, chunk=700)
+    want = R.noise_moments(table, offsets, weights, squares, 5000)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(got[0], W.noise_weighted_sum(table, offsets, weights, 5000, chunk=700))
 
 
 @pytest.mark.parametrize("dims", [(50, 16, 16, 10), (50, 10), (50, 3, 9)])
@@ -72,17 +103,22 @@ def test_lowrank_weighted_sum_matches_reference(table, random_case, rank):
                                R.lowrank_weighted_sum(table, offsets, weights, layout, rank), rtol=1e-5, atol=1e-6)
 
 
-def test_results_identical_for_any_thread_count(table, random_case):
+@pytest.mark.parametrize("scaled", [False, True], ids=["one-sigma", "sigma-per-parameter"])
+def test_results_identical_for_any_thread_count(table, random_case, scaled):
     layout, theta, x, csr, y = random_case((50, 16, 16, 10), n_rows=64)
     rows = np.arange(64, dtype=np.int64)
     offsets = member_offsets(0, 0, 3, layout.size)
+    sigma = np.linspace(0.05, 0.15, layout.size, dtype=np.float32) if scaled else 0.1
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
         numba.set_num_threads(threads)
-        ws = W.PopulationWorkspace(layout, 3, True, 64, threads=threads, serial=False)
-        results.append(ws.losses(theta, table, offsets, 0.1, csr, rows, y, K.LOSS_MSE).copy())
+        ws = W.PopulationWorkspace(layout, 3, True, 64, threads=threads, serial=False, scaled=scaled)
+        results.append(ws.losses(theta, table, offsets, sigma, csr, rows, y, K.LOSS_MSE).copy())
+        weights = np.array([0.5, -1.0, 0.25])
+        results.append(np.concatenate(W.noise_moments(table, offsets, weights, weights[::-1].copy(), layout.size)))
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+    np.testing.assert_array_equal(results[1], results[3])
 
 
 def test_validation_errors(table, random_case):
@@ -94,6 +130,10 @@ def test_validation_errors(table, random_case):
         W.forward_logits(theta, layout, csr, np.array([99], dtype=np.int64))
     with pytest.raises(IndexError, match="past the end"):
         W.noise_weighted_sum(table, np.array([len(table) - 10]), np.ones(1), 100)
+    with pytest.raises(TypeError, match="sigmas must be a 1-d float32"):
+        W.population_losses(theta, table, np.zeros(2, np.int64), np.ones(layout.size), False, layout, csr, rows, y)
+    with pytest.raises(ValueError, match="full-rank"):
+        W.PopulationWorkspace(layout, 2, False, 4, perturbation="lowrank", scaled=True)
 
 
 def test_cached_kernels_run_in_a_fresh_process():

@@ -4,10 +4,10 @@ from a copy of that state exactly."""
 import numpy as np
 import pytest
 
-from fastes.optimizers import SGD, Adam, Momentum
+from fastes.optimizers import SGD, Adam, ClipUp, Momentum
 
 
-@pytest.mark.parametrize("opt", [SGD(3), Momentum(3, momentum=0.5), Adam(3)])
+@pytest.mark.parametrize("opt", [SGD(3), Momentum(3, momentum=0.5), Adam(3), ClipUp(3, momentum=0.5)])
 def test_optimizers_descend_a_quadratic(opt):
     theta = np.array([3.0, -2.0, 1.0], dtype=np.float32)
     state = opt.state()
@@ -16,7 +16,7 @@ def test_optimizers_descend_a_quadratic(opt):
     assert np.abs(theta).max() < 0.2 and int(state["t"]) == 300
 
 
-@pytest.mark.parametrize("opt", [SGD(4), Momentum(4), Adam(4)])
+@pytest.mark.parametrize("opt", [SGD(4), Momentum(4), Adam(4), ClipUp(4)])
 def test_optimizer_resumes_from_a_copy_of_its_state(opt):
     theta_a, state_a = np.ones(4, dtype=np.float32), opt.state()
     opt.step(theta_a, np.arange(4.0), 0.1, state_a)
@@ -38,3 +38,31 @@ def test_weight_decay_shrinks():
     opt = SGD(2, weight_decay=0.5)
     opt.step(theta, np.zeros(2), 0.1, opt.state())
     np.testing.assert_allclose(theta, 0.95)
+
+
+def test_clipup_steps_are_normalised_and_clipped():
+    """ClipUp's step does not depend on the gradient's scale, and never exceeds max_speed."""
+    opt = ClipUp(3, momentum=0.9, max_speed=0.3)
+    grad = np.array([3.0, -4.0, 0.0])
+    steps = {}
+    for scale in (1e-3, 1e3):
+        theta, state = np.zeros(3, dtype=np.float32), opt.state()
+        opt.step(theta, scale * grad, 0.1, state)
+        np.testing.assert_allclose(theta, -0.1 * grad / 5, rtol=1e-6)  # lr along the unit gradient
+        for _ in range(20):
+            before = theta.copy()
+            opt.step(theta, scale * grad, 0.1, state)
+            assert np.linalg.norm(theta - before) <= 0.3 + 1e-6
+        steps[scale] = theta
+    np.testing.assert_array_equal(steps[1e-3], steps[1e3])
+    assert np.linalg.norm(state["v"]) == pytest.approx(0.3)  # momentum reached the speed limit
+
+
+def test_clipup_default_max_speed_is_twice_the_learning_rate():
+    opt = ClipUp(2, momentum=0.99)
+    theta, state = np.zeros(2, dtype=np.float32), opt.state()
+    for _ in range(50):
+        opt.step(theta, np.array([1.0, 0.0]), 0.05, state)
+    assert np.linalg.norm(state["v"]) == pytest.approx(0.1)
+    opt.step(theta, np.zeros(2), 0.05, state)  # no direction: momentum alone, no NaN
+    assert np.isfinite(theta).all()

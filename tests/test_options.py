@@ -50,7 +50,8 @@ def test_readme_table_is_the_generated_one():
 
 
 def test_every_option_is_a_flag_and_a_toml_key(tmp_path):
-    config = preset("default").replace(data_dir="elsewhere", threads=1, address="head:6379", seed=7, lr_decay=0.5)
+    config = preset("default").replace(data_dir="elsewhere", threads=1, address="head:6379", seed=7, lr_decay=0.5,
+                                       sigma_lr=0.05, max_speed=0.3)
     argv = ["train"]
     for name, opt in OPTIONS.items():
         value = getattr(config, name)
@@ -95,11 +96,15 @@ def _other_value(name: str, value):
 
 def test_every_estimator_parameter_reaches_the_config():
     defaults = ESClassifier().get_params()
-    changed = {param: _other_value(name, defaults[param]) for param, name in PARAMETERS.items() if name != "seed"}
+    # every strategy but openai-es refuses the low-rank noise and sigma schedule changed here: on its own below
+    changed = {param: _other_value(name, defaults[param]) for param, name in PARAMETERS.items()
+               if name not in ("seed", "strategy")}
     config = ESClassifier(**changed)._config(seed=7)
     for param, value in changed.items():
         assert getattr(config, PARAMETERS[param]) == value, param
     assert config.seed == 7
+    strategy = _other_value("strategy", defaults["strategy"])
+    assert ESClassifier(strategy=strategy)._config(seed=7).strategy == strategy
 
 
 def test_resume_options_are_declared():

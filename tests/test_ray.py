@@ -62,16 +62,23 @@ def test_dead_worker_is_reported_and_run_resumes_on_fewer_workers(tmp_path, quic
     assert model_bytes(out) == model_bytes(quick_run)
 
 
-def test_estimator_on_ray_matches_numba():
+@pytest.mark.parametrize("strategy", [dict(), dict(strategy="pgpe", optimizer="clipup", lr=0.05),
+                                      dict(strategy="snes", shaping="nes", optimizer="sgd", lr=1.0)],
+                         ids=["openai-es", "pgpe", "snes"])
+def test_estimator_on_ray_matches_numba(strategy):
+    """Workers replay every strategy's update (PGPE's and SNES's standard deviations too): a
+    worker whose copy drifted would score its members differently, and the model would differ."""
     from sklearn.datasets import load_digits
 
     from fastes import ESClassifier
 
     X, y = load_digits(return_X_y=True)
-    params = dict(hidden=(16,), population=32, epochs=2, random_state=0)
+    params = dict(hidden=(16,), population=32, epochs=2, random_state=0, **strategy)
     a = ESClassifier(**params, backend="ray", workers=2).fit(X / 16, y)
     b = ESClassifier(**params).fit(X / 16, y)
     np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
+    if strategy:
+        np.testing.assert_array_equal(a.state_.sigma, b.state_.sigma)
 
 
 def test_more_workers_than_noise_vectors():

@@ -4,8 +4,11 @@ import pytest
 from fastes.config import Config
 from fastes.layout import ParamLayout
 from fastes.noise import TABLE_SIZE, member_offsets, noise_table
-from fastes.reference import noise_weighted_sum
-from fastes.strategy import centered_rank, noise_weights, schedule, zscore
+from fastes.pgpe import PGPE
+from fastes.reference import noise_moments, noise_weighted_sum
+from fastes.snes import SNES, default_population
+from fastes.state import ESState
+from fastes.strategy import centered_rank, nes_utilities, noise_weights, schedule, square_weights, zscore
 
 
 def test_zscore_and_guard():
@@ -72,3 +75,138 @@ def test_config_layout_noise_sizes():
     layout = ParamLayout((784, 128, 10))
     assert layout.lowrank_size(1) == (784 + 128) + 128 + (128 + 10) + 10
     assert Config(population=8).n_noise == 8 and Config(population=8, antithetic=True).n_noise == 4
+
+
+# --------------------------------------------------------------------------- PGPE and SNES
+
+
+class ReferenceNoise:
+    """The noise sums of the NumPy reference, as a backend gives them to a strategy."""
+
+    def __init__(self, table, size):
+        self.table, self.size = table, size
+
+    def noise_sum(self, offsets, weights):
+        return noise_weighted_sum(self.table, offsets, weights, self.size)
+
+    def noise_moments(self, offsets, weights, square_weights):
+        return noise_moments(self.table, offsets, weights, square_weights, self.size)
+
+
+def _one_generation(strategy, state, losses):
+    """Offsets, the members' standard-normal noise (n, P) and the state after ``tell``."""
+    table = noise_table()
+    offsets = strategy.ask(state)
+    u = np.stack([table[o : o + strategy.n_params] for o in offsets]).astype(np.float64)
+    signs = [1.0, -1.0] if strategy.config.antithetic else [1.0]
+    members = np.stack([s * row for row in u for s in signs])
+    gradient = strategy.gradient(ReferenceNoise(table, strategy.n_params), offsets, strategy.weights(losses))
+    return members, strategy.tell(state, gradient, strategy.config.lr)
+
+
+def _state(strategy, rng):
+    sigma = rng.uniform(0.02, 0.08, strategy.n_params).astype(np.float32)
+    return ESState(rng.standard_normal(strategy.n_params).astype(np.float32), 3, strategy.optimizer.state(), sigma)
+
+
+def test_nes_utilities():
+    adv = nes_utilities(np.array([3.0, 1.0, 2.0, 4.0]))
+    raw = np.array([np.log(3.0), np.log(3.0) - np.log(2.0), 0.0, 0.0])  # ranks 1..4 of n = 4
+    np.testing.assert_allclose(-adv[[1, 2, 0, 3]], raw / raw.sum() - 0.25)
+    assert abs(adv.sum()) < 1e-12
+    assert abs(nes_utilities(np.random.default_rng(0).standard_normal(37)).sum()) < 1e-12
+
+
+def test_square_weights():
+    np.testing.assert_allclose(square_weights(np.array([1.0, -1.0, 0.5, 0.25]), True), [0.0, 0.75])
+    np.testing.assert_allclose(square_weights(np.array([1.0, -1.0]), False), [1.0, -1.0])
+
+
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_pgpe_is_evotorchs_update(antithetic):
+    """PGPE's step against EvoTorch's formulas on the same samples (fitness = -loss, centred ranks)."""
+    rng = np.random.default_rng(1)
+    n, size = 6, 40
+    config = Config(strategy="pgpe", population=n, antithetic=antithetic, shaping="centered-rank", optimizer="sgd",
+                    lr=0.1, sigma_lr=0.2, sigma_max_change=0.2, seed=5)
+    es = PGPE(config, size, len(noise_table()), size)
+    state = _state(es, rng)
+    theta, sigma = state.theta.astype(np.float64), state.sigma.astype(np.float64)
+    losses = rng.standard_normal(n)
+    members, state = _one_generation(es, state, losses)
+    fitness = centered_rank(-losses)
+    scaled = members * sigma
+    if antithetic:  # EvoTorch's SymmetricSeparableGaussian
+        fplus, fminus, scaled = fitness[0::2], fitness[1::2], scaled[0::2]
+        grad_mu = ((fplus - fminus) / 2) @ scaled / (n // 2)
+        grad_sigma = ((fplus + fminus) / 2) @ ((scaled**2 - sigma**2) / sigma) / (n // 2)
+    else:  # EvoTorch's SeparableGaussian
+        grad_mu = fitness @ scaled / n
+        grad_sigma = fitness @ ((scaled**2 - sigma**2) / sigma) / n
+    np.testing.assert_allclose(state.theta, theta + 0.1 * grad_mu, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(state.sigma, sigma + np.clip(0.2 * grad_sigma, -0.2 * sigma, 0.2 * sigma), rtol=1e-6)
+    assert state.generation == 4
+
+
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_snes_is_the_papers_update(antithetic):
+    """SNES's step against the natural-gradient form (Schaul et al. 2011; evosax's tell) on the same samples."""
+    rng = np.random.default_rng(2)
+    n, size = 8, 40
+    config = Config(strategy="snes", population=n, antithetic=antithetic, shaping="nes", optimizer="sgd", lr=1.0,
+                    seed=3)
+    es = SNES(config, size, len(noise_table()), size)
+    assert es.sigma_lr == pytest.approx((3 + np.log(size)) / (5 * np.sqrt(size)))
+    state = _state(es, rng)
+    theta, sigma = state.theta.astype(np.float64), state.sigma.astype(np.float64)
+    losses = rng.standard_normal(n)
+    members, state = _one_generation(es, state, losses)
+    weights = np.maximum(0.0, np.log(n / 2 + 1) - np.log(np.arange(1, n + 1)))
+    weights = weights / weights.sum() - 1.0 / n  # by rank, best (lowest loss) first
+    s = members[np.argsort(losses)]
+    np.testing.assert_allclose(state.theta, theta + sigma * (weights @ s), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(state.sigma, sigma * np.exp(es.sigma_lr / 2 * (weights @ (s**2 - 1))), rtol=1e-6)
+
+
+def test_snes_defaults_are_functions_of_the_dimension():
+    assert default_population(101_770) == 4 + int(3 * np.log(101_770)) == 38
+    assert SNES.default_sigma_lr(101_770) == pytest.approx((3 + np.log(101_770)) / (5 * np.sqrt(101_770)))
+    assert PGPE(Config(strategy="pgpe"), 10, 100, 10).sigma_lr == 0.1
+    assert SNES(Config(strategy="snes", sigma_lr=0.3), 10, 100, 10).sigma_lr == 0.3
+
+
+@pytest.mark.parametrize("name", ["pgpe", "snes"])
+def test_learned_sigmas_follow_the_curvature(name):
+    """On a separable quadratic whose curvatures differ 100-fold, the centre descends and the
+    standard deviations shrink most where the loss is steepest."""
+    size = 20
+    curvature = np.where(np.arange(size) < size // 2, 100.0, 1.0)
+    extra = dict(optimizer="clipup", lr=0.05) if name == "pgpe" else dict(optimizer="sgd", lr=1.0, shaping="nes")
+    config = Config(**{"strategy": name, "population": 32, "antithetic": True, "sigma": 0.3,
+                       "shaping": "centered-rank", "sigma_lr": 0.1, **extra})
+    es = (PGPE if name == "pgpe" else SNES)(config, size, len(noise_table()), size)
+    state = ESState(np.ones(size, dtype=np.float32), 0, es.optimizer.state(), es.initial_sigma())
+    loss = lambda x: (curvature * x**2).sum(axis=-1)  # noqa: E731
+    start = loss(state.theta)
+    for _ in range(300):
+        sigma, theta = state.sigma.astype(np.float64), state.theta.astype(np.float64)
+        table = noise_table()
+        offsets = es.ask(state)
+        u = np.stack([table[o : o + size] for o in offsets]).astype(np.float64)
+        members = np.stack([theta + s * sigma * row for row in u for s in (1.0, -1.0)])
+        gradient = es.gradient(ReferenceNoise(table, size), offsets, es.weights(loss(members)))
+        es.tell(state, gradient, config.lr)
+    assert loss(state.theta) < start / 100
+    steep, flat = state.sigma[: size // 2].mean(), state.sigma[size // 2 :].mean()
+    assert steep < flat < 0.3, (steep, flat)
+
+
+def test_every_strategy_is_built_by_its_name():
+    from fastes.config import STRATEGIES
+    from fastes.data import load_dataset
+    from fastes.strategies import STRATEGY_CLASSES, build_strategy
+
+    assert tuple(STRATEGY_CLASSES) == STRATEGIES
+    digits = load_dataset("digits")
+    for name, cls in STRATEGY_CLASSES.items():
+        assert type(build_strategy(Config(strategy=name), digits)[2]) is cls

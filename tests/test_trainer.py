@@ -41,6 +41,37 @@ def test_numba_and_numpy_backends_follow_the_same_trajectory(changes):
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-4, atol=1e-5)
 
 
+#: Each strategy that learns its standard deviations, as its preset runs it (on the quick preset's data).
+LEARNED = {
+    "pgpe": dict(strategy="pgpe", optimizer="clipup", lr=0.05, sigma_lr=0.5),
+    "snes": dict(strategy="snes", optimizer="sgd", lr=1.0, shaping="nes", sigma=0.05, sigma_lr=0.5),
+}
+
+
+@pytest.mark.parametrize("name", list(LEARNED))
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_learned_sigma_strategies_follow_the_same_trajectory_on_both_backends(name, antithetic):
+    cfg = QUICK.replace(epochs=1, antithetic=antithetic, **LEARNED[name])
+    a = Trainer(cfg.replace(backend="numba")).run(max_generations=12)
+    b = Trainer(cfg.replace(backend="numpy")).run(max_generations=12)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-4)
+    assert not np.allclose(a.sigma, cfg.sigma, rtol=1e-3)  # they learned
+
+
+@pytest.mark.parametrize("name", list(LEARNED))
+def test_learned_sigma_strategies_are_exact_for_any_threads_and_pauses(name):
+    cfg = QUICK.replace(epochs=2, **LEARNED[name])
+    whole = Trainer(cfg.replace(threads=1)).run()
+    threaded = Trainer(cfg.replace(threads=2)).run()
+    part = Trainer(cfg).run(max_generations=7)
+    rest = Trainer(cfg).run(part)
+    fitted = Trainer(cfg.replace(fit_budget=True, max_seconds=1000.0)).run()  # its timing probe leaves the state be
+    for other in (threaded, rest, fitted):
+        assert np.array_equal(whole.theta, other.theta) and np.array_equal(whole.sigma, other.sigma)
+    assert whole.history[-1]["test_accuracy"] > 0.4  # chance is 0.1
+
+
 def test_same_seed_same_model_other_seed_differs():
     cfg = QUICK.replace(epochs=1)
     a = Trainer(cfg).run(max_generations=20).theta

@@ -30,9 +30,10 @@ def _wait_for(path, timeout=120):
         time.sleep(0.05)
 
 
-def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, uninterrupted, fastes_process, model_bytes):
-    out = tmp_path / "killed"
-    proc = fastes_process("train", *LONG, "--out", out)
+def _kill_and_resume(fastes_process, args, out):
+    """Start ``fastes train ARGS --out OUT``, SIGKILL it inside a later epoch, resume it to
+    the end; returns the checkpoint's state as the kill left it."""
+    proc = fastes_process("train", *args, "--out", out)
     _wait_for(out / "checkpoint.npz")
     time.sleep(0.7)  # somewhere inside a later epoch
     proc.send_signal(signal.SIGKILL)
@@ -40,9 +41,31 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, uninterrupted, f
     state, _, _ = load_checkpoint(out / "checkpoint.npz")
     assert 0 < state.epoch < 150
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
-    assert model_bytes(out) == model_bytes(uninterrupted)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["epochs_done"] == 150
+    return state
+
+
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, uninterrupted, fastes_process, model_bytes):
+    out = tmp_path / "killed"
+    _kill_and_resume(fastes_process, LONG, out)
+    assert model_bytes(out) == model_bytes(uninterrupted)
+
+
+@pytest.mark.parametrize("strategy", [["--strategy", "pgpe", "--optimizer", "clipup", "--lr", "0.05"],
+                                      ["--strategy", "snes", "--shaping", "nes", "--optimizer", "sgd", "--lr", "1"]],
+                         ids=["pgpe", "snes"])
+def test_sigkill_then_resume_is_bit_identical_for_learned_sigmas(tmp_path, strategy, fastes_process, model_bytes):
+    """The checkpoint carries the standard deviations (and ClipUp's velocity): a killed run
+    resumes onto the uninterrupted run's trajectory."""
+    args = [*LONG, *strategy]
+    whole, out = tmp_path / "whole", tmp_path / "killed"
+    assert main(["train", *args, "--out", str(whole)]) == 0
+    killed = _kill_and_resume(fastes_process, args, out)
+    assert killed.sigma is not None and killed.sigma.shape == killed.theta.shape
+    assert model_bytes(out) == model_bytes(whole)
+    final, _, _ = load_checkpoint(out / "checkpoint.npz")
+    assert np.array_equal(final.sigma, load_checkpoint(whole / "checkpoint.npz")[0].sigma)
 
 
 def test_ctrl_c_writes_results_exits_130_and_resumes(tmp_path, uninterrupted, fastes_process, model_bytes):
