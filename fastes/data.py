@@ -1,7 +1,8 @@
 """Datasets: the bundled MNIST IDX files, any IDX folder, and scikit-learn's 8x8 digits.
 
-Every dataset comes out the same way: float32 pixels scaled to [0, 1], flattened
-row-major, and int32 labels. Any problem raises :class:`DatasetError` naming the file.
+Every dataset comes out the same way: float32 features (pixels scaled to [0, 1],
+flattened row-major, :meth:`Dataset.dense`, or in CSR form, :meth:`Dataset.csr`) and
+int32 labels. Any problem raises :class:`DatasetError` naming the file.
 """
 
 from __future__ import annotations
@@ -43,6 +44,53 @@ _IDX_DTYPES = {
 }
 
 
+class BytePixels:
+    """A split of IDX images, shape (n, d) uint8; its features are the pixels / 255.
+
+    Held in one form at a time: the bytes until the kernels first ask for the CSR form
+    (:meth:`csr`), then that alone. MNIST's pixels are 81% zeros, so a training run holds
+    their CSR (81 MiB) where the bytes and the CSR took 136 MiB, and a split nothing trains
+    or evaluates on (the training split, for ``fastes evaluate``) stays bytes.
+    """
+
+    scale = 1.0 / 255.0
+
+    def __init__(self, pixels: np.ndarray):
+        self.shape: tuple[int, int] = (int(pixels.shape[0]), int(pixels.shape[1]))
+        self._pixels: np.ndarray | None = pixels
+        self._csr: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The features in CSR form (indptr int64, indices int32, values float32)."""
+        if self._csr is None:
+            from .workspace import dense_to_csr
+
+            self._csr = dense_to_csr(self._pixels, self.scale)
+            self._pixels = None
+        return self._csr
+
+    def nnz(self) -> int:
+        """Non-zero pixels."""
+        return int(np.count_nonzero(self._pixels)) if self._csr is None else int(self._csr[0][-1])
+
+    def dense(self, rows=None) -> np.ndarray:
+        """Float32 features of all rows or of ``rows`` (indices or a slice), shape (n, d)."""
+        if self._csr is None:
+            x = self._pixels if rows is None else self._pixels[rows]
+            return x.astype(np.float32) * np.float32(self.scale)
+        indptr, indices, values = self._csr
+        rows = np.arange(len(self))[slice(None) if rows is None else rows]
+        starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
+        first = np.cumsum(counts) - counts  # where each row's entries start among the gathered ones
+        entries = np.arange(counts.sum()) - np.repeat(first - starts, counts)
+        out = np.zeros((len(rows), self.shape[1]), dtype=np.float32)
+        out[np.repeat(np.arange(len(rows)), counts), indices[entries]] = values[entries]
+        return out
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A train/test split ready for training.
@@ -51,35 +99,32 @@ class Dataset:
     ----------
     name : str
         Where it came from (``"mnist"``, ``"digits"`` or a folder path).
-    x_train : ndarray of shape (n_train, n_features)
-        Pixels as stored: uint8 for IDX files (a quarter of the memory of float32), float32
-        otherwise; the features are ``x * pixel_scale`` (:meth:`dense`, :meth:`csr`).
+    x_train : ndarray or BytePixels of shape (n_train, n_features)
+        IDX images as :class:`BytePixels`, other data as a float32 array of features;
+        :meth:`dense` and :meth:`csr` give the features of either.
     y_train : ndarray of shape (n_train,), int32 in [0, n_classes)
-    x_test : ndarray of shape (n_test, n_features), as ``x_train``
+    x_test : ndarray or BytePixels of shape (n_test, n_features), as ``x_train``
     y_test : ndarray of shape (n_test,), int32 in [0, n_classes)
     n_classes : int
     image_shape : tuple of int
         Shape of one image, for plots (28, 28) or (8, 8).
-    pixel_scale : float
-        Factor from stored pixels to features in [0, 1] (1/255 for IDX bytes).
     """
 
     name: str
-    x_train: np.ndarray
+    x_train: np.ndarray | BytePixels
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: np.ndarray | BytePixels
     y_test: np.ndarray
     n_classes: int
     image_shape: tuple[int, int]
-    pixel_scale: float = 1.0
     _csr: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
 
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(x, y)`` of ``"train"`` or ``"test"`` (pixels as stored)."""
+    def split(self, name: str) -> tuple[np.ndarray | BytePixels, np.ndarray]:
+        """``(x, y)`` of ``"train"`` or ``"test"`` (as stored)."""
         if name not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {name!r}")
         return (self.x_train, self.y_train) if name == "train" else (self.x_test, self.y_test)
@@ -87,20 +132,27 @@ class Dataset:
     def dense(self, name: str, rows=None) -> np.ndarray:
         """Float32 features of a split (or of its ``rows``), shape (n, n_features)."""
         x = self.split(name)[0]
-        x = x if rows is None else x[rows]
-        if x.dtype == np.float32 and self.pixel_scale == 1.0:
-            return np.ascontiguousarray(x)
-        return x.astype(np.float32) * np.float32(self.pixel_scale)
+        if isinstance(x, BytePixels):
+            return x.dense(rows)
+        return np.ascontiguousarray(x if rows is None else x[rows], dtype=np.float32)
 
     def csr(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The split's features in CSR form (indptr int64, indices int32, values float32),
-        built once and kept: the kernels read only non-zero pixels, and every epoch
+        built once and kept: the kernels read only non-zero features, and every epoch
         evaluates the same test set."""
+        x = self.split(name)[0]
+        if isinstance(x, BytePixels):
+            return x.csr()
         if name not in self._csr:
             from .workspace import dense_to_csr
 
-            self._csr[name] = dense_to_csr(self.split(name)[0], self.pixel_scale)
+            self._csr[name] = dense_to_csr(x)
         return self._csr[name]
+
+    def nnz(self, name: str) -> int:
+        """Non-zero features of a split."""
+        x = self.split(name)[0]
+        return x.nnz() if isinstance(x, BytePixels) else int(np.count_nonzero(x))
 
 
 def bundled_mnist_dir() -> Path:
@@ -295,7 +347,7 @@ def _assemble(arrays: dict, name: str) -> Dataset:
             raise DatasetError(f"{lpath}: labels must be integers, found {labels.dtype}")
         if labels.min() < 0:
             raise DatasetError(f"{lpath}: negative label {labels.min()}; labels must be class indices 0, 1, 2, ...")
-        out[f"x_{split}"] = np.ascontiguousarray(images.reshape(len(images), -1))
+        out[f"x_{split}"] = BytePixels(np.ascontiguousarray(images.reshape(len(images), -1)))
         out[f"y_{split}"] = labels.astype(np.int32)
         out[f"shape_{split}"] = images.shape[1:]
         out[f"path_{split}"] = lpath
@@ -304,8 +356,7 @@ def _assemble(arrays: dict, name: str) -> Dataset:
     n_classes = _check_classes(out["y_train"], out["path_train"], out["y_test"], out["path_test"])
     shape = out["shape_train"]
     image_shape = (int(shape[0]), int(np.prod(shape[1:]))) if len(shape) >= 2 else (1, int(shape[0]))
-    return Dataset(name, out["x_train"], out["y_train"], out["x_test"], out["y_test"], n_classes, image_shape,
-                   pixel_scale=1.0 / 255.0)
+    return Dataset(name, out["x_train"], out["y_train"], out["x_test"], out["y_test"], n_classes, image_shape)
 
 
 def _check_classes(y_train: np.ndarray, train_path, y_test: np.ndarray, test_path) -> int:

@@ -128,8 +128,8 @@ def check_fits(config, dataset) -> None:
     """Refuse a run that cannot fit: its memory (see :func:`run_bytes`) against
     :func:`available_bytes`, and its noise vectors against the noise table."""
     from .noise import TABLE_SIZE
-    shape = (dataset.x_train.shape[0], dataset.x_test.shape[0], dataset.n_features, dataset.n_classes)
-    nnz = int(np.count_nonzero(dataset.x_train))
+    shape = (len(dataset.y_train), len(dataset.y_test), dataset.n_features, dataset.n_classes)
+    nnz = dataset.nnz("train")
 
     def need(cfg) -> int:
         return sum(run_bytes(cfg, *shape, nnz=nnz).values())

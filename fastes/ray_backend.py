@@ -45,7 +45,7 @@ class _Worker:
     members : int
         Noise vectors in this worker's slice.
     arrays : tuple, optional
-        In-memory training data ``(x, y, n_classes, pixel_scale)`` shipped by the driver;
+        In-memory training data ``(x, y, n_classes)`` shipped by the driver;
         otherwise the worker loads the dataset by name.
     """
 
@@ -55,9 +55,9 @@ class _Worker:
 
         cfg = Config(**{**config, "backend": "numba", "address": None})
         if arrays is not None:
-            x, y, n_classes, scale = arrays
-            empty = np.zeros((0, x.shape[1]), dtype=x.dtype)
-            dataset = Dataset("array", x, y, empty, np.zeros(0, np.int32), n_classes, (1, x.shape[1]), scale)
+            x, y, n_classes = arrays
+            empty = np.zeros((0, x.shape[1]), dtype=np.float32)
+            dataset = Dataset("array", x, y, empty, np.zeros(0, np.int32), n_classes, (1, x.shape[1]))
         else:
             dataset = load_dataset(cfg.dataset, cfg.data_dir)
         self.layout, self.table, self.es = build_strategy(cfg, dataset)
@@ -139,7 +139,7 @@ class RayBackend:
         cfg = {**config.to_dict(), "threads": threads}
         # Workers load the dataset themselves from its name or --data-dir; data that only
         # exists in this process (the estimator's arrays) goes through the object store once.
-        arrays = ray.put((dataset.x_train, dataset.y_train, layout.dims[-1], dataset.pixel_scale)) if in_memory else None
+        arrays = ray.put((dataset.x_train, dataset.y_train, layout.dims[-1])) if in_memory else None
         self.actors = [remote.remote(cfg, int(k1 - k0), arrays) for k0, k1 in self.slices]
         self.pending = None
         self.started = False

@@ -4,15 +4,14 @@ import shutil
 import numpy as np
 import pytest
 
-from fastes.data import IDX_FILES, bundled_mnist_dir, load_dataset, load_idx_folder, parse_idx
+from fastes.data import IDX_FILES, BytePixels, Dataset, bundled_mnist_dir, load_dataset, load_idx_folder, parse_idx
 from fastes.errors import DatasetError
 
 
 def test_bundled_mnist_shapes_and_scaling():
     ds = load_dataset("mnist")
-    # pixels kept as the bytes they are (a quarter of float32's memory), scaled on use
-    assert ds.x_train.shape == (60000, 784) and ds.x_train.dtype == np.uint8 and ds.pixel_scale == 1 / 255
-    assert ds.x_test.shape == (10000, 784)
+    assert isinstance(ds.x_train, BytePixels) and isinstance(ds.x_test, BytePixels)
+    assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
     assert ds.y_train.shape == (60000,) and ds.y_test.shape == (10000,)
     assert ds.n_classes == 10 and ds.image_shape == (28, 28)
     first = ds.dense("train", np.arange(100))
@@ -20,19 +19,46 @@ def test_bundled_mnist_shapes_and_scaling():
     assert set(np.unique(ds.y_train)) == set(range(10))
     # 150 non-zero pixels per image on average
     indptr, indices, values = ds.csr("train")
-    assert 140 < indptr[-1] / 60000 < 160
+    assert 140 < indptr[-1] / 60000 < 160 and ds.nnz("train") == indptr[-1]
     assert ds.csr("train") is ds.csr("train")  # built once
 
 
-def test_csr_and_dense_agree_with_the_stored_pixels():
-    import scipy.sparse as sp
+def _pixels(n=300, d=20, seed=0) -> np.ndarray:
+    x = np.random.default_rng(seed).integers(0, 256, (n, d), dtype=np.uint8)
+    x[x < 180] = 0  # mostly zeros, as in images
+    return x
 
-    ds = load_dataset("mnist")
-    rows = np.arange(0, 60000, 997)
+
+@pytest.mark.parametrize("rows", [None, slice(0, 16), slice(290, None), np.arange(0, 300, 17), np.array([5, 5, 0]),
+                                  np.zeros(0, dtype=np.int64)])
+def test_byte_pixels_give_the_same_features_as_bytes_and_as_csr(rows):
+    x = _pixels()
+    expected = x.astype(np.float32) * np.float32(1 / 255)
+    expected = expected if rows is None else expected[rows]
+    pixels = BytePixels(x)
+    np.testing.assert_array_equal(pixels.dense(rows), expected)
+    assert pixels.nnz() == np.count_nonzero(x)
+    indptr, indices, values = pixels.csr()  # from here on the bytes are gone: rows come from the CSR
+    assert pixels._pixels is None and pixels.csr()[0] is indptr
+    np.testing.assert_array_equal(pixels.dense(rows), expected)
+    assert pixels.nnz() == np.count_nonzero(x) == len(values)
+
+
+def test_a_split_stays_bytes_until_its_csr_is_asked_for():
+    x = _pixels()
+    ds = Dataset("idx", BytePixels(x), np.zeros(300, np.int32), BytePixels(x[:10]), np.zeros(10, np.int32), 1, (4, 5))
+    ds.csr("test")
+    assert ds.x_test._pixels is None and ds.x_train._pixels is x
+
+
+def test_dense_features_csr_agrees_with_them():
+    x = _pixels().astype(np.float32) / 255
+    ds = Dataset("array", x, np.zeros(300, np.int32), x[:0], np.zeros(0, np.int32), 1, (1, 20))
     indptr, indices, values = ds.csr("train")
-    m = sp.csr_matrix((values, indices, indptr), shape=(60000, 784))
-    np.testing.assert_array_equal(m[rows].toarray(), ds.dense("train", rows))
-    np.testing.assert_allclose(ds.dense("train", rows), ds.x_train[rows] / np.float32(255), rtol=1e-7)
+    assert ds.csr("train")[0] is indptr and ds.nnz("train") == len(values) == np.count_nonzero(x)
+    rebuilt = np.zeros_like(x)
+    rebuilt[np.repeat(np.arange(300), np.diff(indptr)), indices] = values
+    np.testing.assert_array_equal(rebuilt, x)
 
 
 def test_bundled_checksums_verified(tmp_path):
@@ -125,7 +151,7 @@ def test_verified_files_are_cached_and_a_bad_cache_is_not_trusted(tmp_path, monk
     cached = sorted((tmp_path / "cache").iterdir())
     assert len(cached) == 4
     again = load_idx_folder(bundled_mnist_dir(), verify_checksums=True)
-    np.testing.assert_array_equal(first.x_test, again.x_test)
+    np.testing.assert_array_equal(first.dense("test"), again.dense("test"))
     victim = next(p for p in cached if p.name.startswith("t10k-labels"))
     raw = bytearray(victim.read_bytes())
     raw[-1] = (raw[-1] + 1) % 10  # a cached copy whose bytes changed is decompressed afresh
