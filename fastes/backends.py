@@ -143,7 +143,33 @@ class ModelMetrics:
         return self.forward.metrics(theta, self.csr, rows, self.labels, self.loss_code)
 
 
-class NumbaBackend:
+class _InProcess:
+    """What a backend whose parameters live in this process does at a run's start and after
+    each step: nothing (the caller's parameters are the only copy)."""
+
+    def begin(self, state):
+        """Nothing to ship: the parameters are already here."""
+
+    def record_step(self, weights, lr):
+        """Nothing to replay: the caller's parameters are the only copy."""
+
+
+class LocalNoiseAndMetrics:
+    """Gradient sums and the updated model's batch metrics computed here, by ``self.noise``
+    (:class:`NoiseSum`) and ``self.metrics`` (:class:`ModelMetrics`): the Numba backend's and
+    the Ray driver's."""
+
+    def noise_sum(self, offsets, weights):
+        return self.noise.noise_sum(offsets, weights)
+
+    def noise_moments(self, offsets, weights, square_weights):
+        return self.noise.noise_moments(offsets, weights, square_weights)
+
+    def batch_metrics(self, theta, rows):
+        return self.metrics(theta, rows)
+
+
+class NumbaBackend(_InProcess, LocalNoiseAndMetrics):
     """The :class:`Backend` of the Numba kernels, all in this process.
 
     Parameters
@@ -167,12 +193,6 @@ class NumbaBackend:
         self.noise = NoiseSum(config, layout, table)
         self._checked = False
 
-    def begin(self, state):
-        """Nothing to ship: the parameters are already here."""
-
-    def record_step(self, weights, lr):
-        """Nothing to replay: the caller's parameters are the only copy."""
-
     def population_losses(self, theta, offsets, sigma, rows, generation=None, timings=None):
         """Mean batch loss of every member, shape (n,), float64 (a view reused next call).
 
@@ -186,17 +206,9 @@ class NumbaBackend:
         return self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels, self.loss_code,
                                      timings=timings)
 
-    def noise_sum(self, offsets, weights):
-        return self.noise.noise_sum(offsets, weights)
-
-    def noise_moments(self, offsets, weights, square_weights):
-        return self.noise.noise_moments(offsets, weights, square_weights)
-
-    def batch_metrics(self, theta, rows):
-        return self.metrics(theta, rows)
 
 
-class NumpyBackend:
+class NumpyBackend(_InProcess):
     """The :class:`Backend` of the plain NumPy reference (slow; the kernels' yardstick).
 
     Parameters
@@ -215,12 +227,6 @@ class NumpyBackend:
         self.table = table
         self.dataset = dataset
         self.labels = train_labels(dataset)
-
-    def begin(self, state):
-        """Nothing to ship: the parameters are already here."""
-
-    def record_step(self, weights, lr):
-        """Nothing to replay: the caller's parameters are the only copy."""
 
     def population_losses(self, theta, offsets, sigma, rows, generation=None):
         c = self.config

@@ -117,22 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(t)
 
     e = sub.add_parser("evaluate", help="loss, accuracy and per-class report of a model file")
-    e.add_argument("model")
-    e.add_argument("--dataset", choices=CHOICES["dataset"], default=None)
-    e.add_argument("--data-dir")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("model", help="a model.npz written by fastes train")
+    e.add_argument("--dataset", choices=CHOICES["dataset"], default=None,
+                   help="test split to score on (default: the model's own)")
+    e.add_argument("--data-dir", help="read MNIST-format IDX files from this folder instead")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
     pr = sub.add_parser("predict", help="classify digit images (PNG/JPEG)")
-    pr.add_argument("model")
-    pr.add_argument("images", nargs="+")
+    pr.add_argument("model", help="a model.npz written by fastes train")
+    pr.add_argument("images", nargs="+", help="image files, any size (scaled to the model's input)")
     pr.add_argument("--invert", action="store_true", help="images are dark digits on a light background")
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--json", action="store_true", help="print one JSON object instead of a line per image")
 
     b = sub.add_parser("bench", help="time one generation: numba kernels against plain NumPy")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     b.add_argument("--configs", help="comma-separated config names (default: all)")
     b.add_argument("--repeats", type=_int, default=None, help="timed generations per backend and config")
-    b.add_argument("--threads", type=_int)
+    b.add_argument("--threads", type=_int, help="Numba threads (default: all cores)")
     b.add_argument("--profile", action="store_true", help="also print each config's numba time by phase")
     b.add_argument("--out", help="also write OUT.md and OUT.json (e.g. results/benchmark)")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels, workspace
-from .backends import ModelMetrics, NoiseSum, batch_rows, set_threads, train_labels
+from .backends import ModelMetrics, LocalNoiseAndMetrics, NoiseSum, batch_rows, set_threads, train_labels
 from .errors import BackendError
 from .state import ESState
 from .strategies import build_strategy
@@ -99,7 +99,7 @@ class _Worker:
         return losses.copy()
 
 
-class RayBackend:
+class RayBackend(LocalNoiseAndMetrics):
     """The :class:`fastes.backends.Backend` that evaluates the population on Ray actors; it
     sums noise and scores the centre here (the driver keeps its own copy of the parameters,
     updated exactly like the workers').
@@ -178,12 +178,3 @@ class RayBackend:
     def record_step(self, weights, lr):
         """Remember this generation's update; workers apply it before the next one."""
         self.pending = (np.asarray(weights, dtype=np.float64), float(lr))
-
-    def noise_sum(self, offsets, weights):
-        return self.noise.noise_sum(offsets, weights)
-
-    def noise_moments(self, offsets, weights, square_weights):
-        return self.noise.noise_moments(offsets, weights, square_weights)
-
-    def batch_metrics(self, theta, rows):
-        return self.metrics(theta, rows)

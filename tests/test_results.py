@@ -10,6 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 RUNS = ("seed", "seed-numpy", "default")
+#: The strategies comparison: README row label -> results folder.
+STRATEGY_RUNS = {"openai-es (`default`": "default", "pgpe (`pgpe`": "pgpe", "snes (`snes`": "snes"}
 
 
 def test_every_results_file_the_readme_references_exists():
@@ -19,7 +21,7 @@ def test_every_results_file_the_readme_references_exists():
     assert not missing, missing
 
 
-@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("run", sorted(set(RUNS) | set(STRATEGY_RUNS.values())))
 def test_run_folders_are_complete(run):
     folder = ROOT / "results" / run
     for name in ("metrics.csv", "summary.json", "metrics.png", "examples.png", "confusion_matrix.png", "config.toml"):
@@ -41,6 +43,19 @@ def test_readme_quotes_the_summaries():
         row = next((line for line in README.splitlines() if f"results/{run}/" in line and line.startswith("|")), None)
         assert row is not None, f"no README table row for results/{run}"
         assert accuracy in row and seconds in row, (row, accuracy, seconds)
+
+
+def test_readme_strategies_table_quotes_the_summaries():
+    """Each strategy's final test accuracy and wall time, in the README and in
+    results/strategies.md, are its run's summary.json."""
+    table = (ROOT / "results" / "strategies.md").read_text()
+    for label, run in STRATEGY_RUNS.items():
+        summary = json.loads((ROOT / "results" / run / "summary.json").read_text())
+        accuracy = f"{summary['final']['test_accuracy']:.4f}"
+        row = next((line for line in README.splitlines() if line.startswith(f"| {label}")), None)
+        assert row is not None, f"no README strategies row for {label}"
+        assert f"{accuracy} ({summary['wall_seconds']:.0f} s)" in row, (row, accuracy)
+        assert f"`results/{run}`" in table and accuracy in table, (run, accuracy)
 
 
 def test_benchmark_json_has_the_documented_keys():
