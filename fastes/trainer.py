@@ -196,16 +196,23 @@ class Trainer:
         self.backend.begin(probe)
         order = epoch_order(cfg.seed, probe.epoch, self.n_train, cfg.shuffle)
         seconds = min(self.FIT_SECONDS, 0.01 * cfg.max_seconds)
+        seconds_left = max(cfg.max_seconds - state.elapsed, 0.0)
+
+        def budget_epochs(rate: float) -> int:
+            return math.floor((state.generation + rate * seconds_left * self.FIT_MARGIN) / self.n_batches)
+
         timed, started = 0, time.perf_counter()
         while timed < 2 or (time.perf_counter() - started < seconds and timed < self.n_batches):
             rows = self._batch_rows(order, timed)
             self.generation(probe, rows, self._sigma(probe), self._lr(probe), probe.epoch)
             self.backend.batch_metrics(probe.theta, rows)
             timed += 1
+            # A budget that would not hold the run's next epoch even at twice the rate just
+            # measured plans that one epoch whatever more timing says (short runs, CI)
+            if budget_epochs(2 * timed / (time.perf_counter() - started)) <= state.epoch + 1:
+                break
         self.planned_rate = timed / (time.perf_counter() - started)
-        seconds_left = max(cfg.max_seconds - state.elapsed, 0.0)
-        budget_epochs = math.floor((state.generation + self.planned_rate * seconds_left * self.FIT_MARGIN) / self.n_batches)
-        epochs = max(state.epoch + 1, min(cfg.epochs, budget_epochs))
+        epochs = max(state.epoch + 1, min(cfg.epochs, budget_epochs(self.planned_rate)))
         self.config = cfg.replace(epochs=epochs, fit_budget=False)
         self.total_generations = epochs * self.n_batches
         if self.progress is not None:
