@@ -230,6 +230,21 @@ def test_fitting_the_budget_leaves_the_state_unchanged():
     assert all(not np.any(v) for v in state.optimizer.values())
 
 
+def test_fitting_a_budget_too_short_for_an_epoch_times_one_generation(monkeypatch):
+    """Once even twice the measured rate cannot fit the next epoch, more timing cannot change
+    the plan; a budget that holds many epochs is timed for at least two generations."""
+    calls = []
+    for seconds, timed in ((1e-6, 1), (1000.0, 2)):
+        trainer = Trainer(preset("quick").replace(epochs=5, fit_budget=True, max_seconds=seconds))
+        state = trainer.initial_state()
+        trainer.prepare(state)
+        calls.clear()
+        original = trainer.generation
+        monkeypatch.setattr(trainer, "generation", lambda *a, **k: calls.append(1) or original(*a, **k))
+        trainer.fit_budget(state)
+        assert len(calls) == 1 if timed == 1 else len(calls) >= 2, (seconds, len(calls))
+
+
 # --------------------------------------------------------------------------- defect 5: n_threads
 
 
