@@ -207,7 +207,6 @@ class NumbaBackend(_InProcess, LocalNoiseAndMetrics):
                                      timings=timings)
 
 
-
 class NumpyBackend(_InProcess):
     """The :class:`Backend` of the plain NumPy reference (slow; the kernels' yardstick).
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .state import ESState
 from .strategy import LearnedSigma
 
 #: Default learning rate of the standard deviations (EvoTorch's examples and the ClipUp paper use 0.1).
@@ -39,14 +38,8 @@ class PGPE(LearnedSigma):
         """Advantages over the population: the sums become the means of the module docstring."""
         return advantages / self.config.population
 
-    def tell(self, state: ESState, gradient: tuple[np.ndarray, np.ndarray], lr: float) -> ESState:
-        """Step the centre with the optimizer and the standard deviations by a clipped step,
-        both from the standard deviations the population was drawn with."""
-        center, square = gradient
-        sigma = state.sigma.astype(np.float64)
-        self.optimizer.step(state.theta, sigma * center, lr, state.optimizer)
+    def next_sigma(self, sigma: np.ndarray, square: np.ndarray) -> np.ndarray:
+        """A step of ``sigma_lr`` along ``-g_sigma``, each entry's change clipped to
+        ``sigma_max_change`` of itself."""
         limit = self.config.sigma_max_change * sigma
-        change = np.clip(-self.sigma_lr * sigma * square, -limit, limit)
-        state.sigma[...] = sigma + change
-        state.generation += 1
-        return state
+        return sigma + np.clip(-self.sigma_lr * sigma * square, -limit, limit)

@@ -25,7 +25,6 @@ import math
 
 import numpy as np
 
-from .state import ESState
 from .strategy import LearnedSigma
 
 
@@ -48,12 +47,7 @@ class SNES(LearnedSigma):
         total = np.abs(advantages).sum()
         return advantages / total if total > 0 and self.config.shaping != "nes" else advantages
 
-    def tell(self, state: ESState, gradient: tuple[np.ndarray, np.ndarray], lr: float) -> ESState:
-        """``theta -= lr sigma m`` (through the optimizer) and ``sigma *= exp(-sigma_lr q / 2)``,
-        ``m``, ``q`` the weighted sums of the advantages (the utilities' negatives)."""
-        center, square = gradient
-        sigma = state.sigma.astype(np.float64)
-        self.optimizer.step(state.theta, sigma * center, lr, state.optimizer)
-        state.sigma[...] = sigma * np.exp(-0.5 * self.sigma_lr * square)
-        state.generation += 1
-        return state
+    def next_sigma(self, sigma: np.ndarray, square: np.ndarray) -> np.ndarray:
+        """``sigma * exp(-sigma_lr q / 2)``, ``q`` the squares' sum weighted by the advantages
+        (the utilities' negatives); the centre's step is ``theta -= lr sigma m``."""
+        return sigma * np.exp(-0.5 * self.sigma_lr * square)

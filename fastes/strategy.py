@@ -182,6 +182,21 @@ class LearnedSigma(Strategy):
         """The advantages as the update weighs them."""
         raise NotImplementedError
 
+    def next_sigma(self, sigma: np.ndarray, square: np.ndarray) -> np.ndarray:
+        """The standard deviations after this generation, from ``sigma`` (P,) float64, those
+        the population was drawn with, and the squares' weighted sum ``square`` (P,)."""
+        raise NotImplementedError
+
+    def tell(self, state: ESState, gradient: tuple[np.ndarray, np.ndarray], lr: float) -> ESState:
+        """Step the centre with the optimizer along ``sigma * m`` and the standard deviations
+        by :meth:`next_sigma`, both from the standard deviations the population was drawn with."""
+        center, square = gradient
+        sigma = state.sigma.astype(np.float64)
+        self.optimizer.step(state.theta, sigma * center, lr, state.optimizer)
+        state.sigma[...] = self.next_sigma(sigma, square)
+        state.generation += 1
+        return state
+
     def initial_sigma(self) -> np.ndarray:
         return np.full(self.n_params, self.config.sigma, dtype=np.float32)
 
