@@ -132,11 +132,142 @@ def _sparse_rows(params, start, width, indptr, indices, values, rows, r0, r1, ou
 
 
 @njit(**JIT)
-def _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1, indptr, indices, values, rows, zs):
+def _popcount(x):
+    """Set bits of a uint64 (the SWAR sum, which LLVM turns into one ``popcnt``)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@njit(**JIT)
+def _row_groups(indptr, indices, values, rows, n_blocks, bits, chain, mark, ordered, groups, group_values):
+    """The batch's rows in groups of four with similar pixels, for :func:`_group_rows`.
+
+    Within each block of rows (a task's rows) the rows are chained nearest-neighbour by the
+    Hamming distance of their pixel sets (ties to the lower position) into ``ordered``
+    (B,), the order in which the generation then evaluates them; every four consecutive
+    rows form a group (a block's last group may hold fewer). On MNIST batches a group's
+    union holds ~240 pixels for 4 x ~150 non-zero ones (~310 for four rows in batch order).
+
+    ``groups`` (int64) holds ``[G | starts (G+1) | pixels]``, the union of each group's
+    non-zero pixels padded to a multiple of four with value-0 entries, ``G = n_blocks *
+    ceil(block/4)``; ``group_values`` (float32) the four rows' values of each pixel entry;
+    ``bits`` (B, words) uint64, ``chain`` (2, B) int64, ``mark`` (d,) int64 scratch.
+    """
+    batch = rows.shape[0]
+    block = (batch + n_blocks - 1) // n_blocks
+    per_block = (block + 3) // 4
+    n_groups = n_blocks * per_block
+    words = bits.shape[1]
+    at_pix = n_groups + 2
+    order = chain[0]
+    used = chain[1]
+    for i in range(mark.shape[0]):
+        mark[i] = -1
+    p = 0
+    groups[0] = n_groups
+    groups[1] = 0
+    for b in range(n_blocks):
+        r0 = b * block
+        n = max(0, min(batch, r0 + block) - r0)
+        for q in range(n):
+            for w in range(words):
+                bits[q, w] = 0
+            row = rows[r0 + q]
+            for i in range(indptr[row], indptr[row + 1]):
+                pix = indices[i]
+                bits[q, pix >> 6] |= np.uint64(1) << np.uint64(pix & 63)
+            used[q] = 0
+        cur = 0
+        for step in range(n):
+            order[step] = cur
+            used[cur] = 1
+            best, best_d = -1, np.uint64(1 << 62)
+            for j in range(n):
+                if used[j] == 0:
+                    d = np.uint64(0)
+                    for w in range(words):
+                        d += _popcount(bits[cur, w] ^ bits[j, w])
+                    if d < best_d:
+                        best, best_d = j, d
+            cur = best
+        for idx in range(n):
+            ordered[r0 + idx] = rows[r0 + order[idx]]
+        for gb in range(per_block):
+            g = b * per_block + gb
+            start = p
+            for t in range(min(4, n - gb * 4)):
+                row = ordered[r0 + gb * 4 + t]
+                for i in range(indptr[row], indptr[row + 1]):
+                    pix = indices[i]
+                    if mark[pix] < 0:
+                        mark[pix] = p
+                        groups[at_pix + p] = pix
+                        for tt in range(4):
+                            group_values[4 * p + tt] = 0.0
+                        p += 1
+                    group_values[4 * mark[pix] + t] = values[i]
+            while (p - start) % 4 != 0:
+                groups[at_pix + p] = 0
+                for tt in range(4):
+                    group_values[4 * p + tt] = 0.0
+                p += 1
+            for i in range(start, p):
+                mark[groups[at_pix + i]] = -1
+            groups[2 + g] = p
+
+
+@njit(**JIT)
+def _group_rows(params, start, width, groups, group_values, g0, g1, out):
+    """``out[q*width : (q+1)*width] = x_q @ W`` for the rows of groups ``g0:g1``, ``q``
+    counted from the first row of group ``g0`` (see :func:`_row_groups`; rows past a short
+    last group are written too, as zeros), W (d, width) row-major at ``params[start:]``.
+
+    Four rows share every loaded row of W: a pass reads four pixels' rows of W once and
+    feeds sixteen FMAs per element, where a row at a time (:func:`_sparse_rows`) feeds one
+    FMA per element loaded from L2 (W is 400 KB at 784 x 128). Measured on this machine, one
+    thread, 512 noise vectors x 256 MNIST rows: 111 ms against 154 ms, the padding to the
+    group's union (~37% zeros) included."""
+    w = np.uint64(width)
+    base = np.uint64(start)
+    at_pix = groups[0] + 2
+    for g in range(g0, g1):
+        o0 = np.uint64(4 * (g - g0)) * w
+        o1 = o0 + w
+        o2 = o1 + w
+        o3 = o2 + w
+        for j in range(width):
+            u = np.uint64(j)
+            out[o0 + u] = 0.0
+            out[o1 + u] = 0.0
+            out[o2 + u] = 0.0
+            out[o3 + u] = 0.0
+        for p in range(groups[1 + g], groups[2 + g], 4):
+            s0 = base + np.uint64(groups[at_pix + p]) * w
+            s1 = base + np.uint64(groups[at_pix + p + 1]) * w
+            s2 = base + np.uint64(groups[at_pix + p + 2]) * w
+            s3 = base + np.uint64(groups[at_pix + p + 3]) * w
+            v = 4 * p
+            a0, a1, a2, a3 = group_values[v], group_values[v + 1], group_values[v + 2], group_values[v + 3]
+            b0, b1, b2, b3 = group_values[v + 4], group_values[v + 5], group_values[v + 6], group_values[v + 7]
+            c0, c1, c2, c3 = group_values[v + 8], group_values[v + 9], group_values[v + 10], group_values[v + 11]
+            d0, d1, d2, d3 = group_values[v + 12], group_values[v + 13], group_values[v + 14], group_values[v + 15]
+            for j in range(width):
+                u = np.uint64(j)
+                e0, e1, e2, e3 = params[s0 + u], params[s1 + u], params[s2 + u], params[s3 + u]
+                out[o0 + u] += (a0 * e0 + b0 * e1) + (c0 * e2 + d0 * e3)
+                out[o1 + u] += (a1 * e0 + b1 * e1) + (c1 * e2 + d1 * e3)
+                out[o2 + u] += (a2 * e0 + b2 * e1) + (c2 * e2 + d2 * e3)
+                out[o3 + u] += (a3 * e0 + b3 * e1) + (c3 * e2 + d3 * e3)
+
+
+@njit(**JIT)
+def _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1, groups, group_values, g0, g1, zs):
     """``zs[q*H1 : (q+1)*H1]``: the first-layer noise response ``x @ E0 + e0`` of row ``r0 + q``
     for noise vector k (low rank: ``(x @ A.T) @ B / sqrt(r) + e``), with ``x @ E0`` or
     ``x @ A.T`` from the grouped first-layer pass (``proj``, (n_noise, B, cols)) or
-    computed here from the noise table."""
+    computed here from the noise table by the rows' groups ``g0:g1`` (:func:`_group_rows`)."""
     width0 = geo[G_DIMS, 1]
     n = r1 - r0
     if lowrank:
@@ -160,7 +291,7 @@ def _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1
             for j in range(width0):
                 zs[o + np.uint64(j)] = proj[src + np.uint64(j)]
     else:
-        _sparse_rows(table, off + geo[G_W, 0], width0, indptr, indices, values, rows, r0, r1, zs, 0, width0)
+        _group_rows(table, off + geo[G_W, 0], width0, groups, group_values, g0, g1, zs)
     e0 = np.uint64(off + geo[G_B, 0])
     for q in range(n):
         o = np.uint64(q * width0)
@@ -506,7 +637,7 @@ def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices
 
 
 @njit(inline="always", **JIT)
-def _member_task(noise, off, sigma, k, r0, r1, geo, flags, indptr, indices, values, rows, labels, base, proj, wt_base,
+def _member_task(noise, off, sigma, k, r0, r1, geo, flags, groups, group_values, rows, labels, base, proj, wt_base,
                  w, zs, hs, lt, vs, row_loss, out_loss):
     """One task of phase 2: noise vector k (at ``noise[off:]``, scaled by ``sigma``) on batch
     rows ``r0:r1``, both signs. Inlined into each phase-2 kernel (a call would incref every
@@ -518,8 +649,10 @@ def _member_task(noise, off, sigma, k, r0, r1, geo, flags, indptr, indices, valu
     n_out = geo[G_DIMS, geo.shape[1] - 1]
     batch = rows.shape[0]
     stride = lt.shape[0] // n_out
-    _noise_block(noise, off, k, geo, lowrank, flags[F_RANK], flags[F_GROUPED] != 0, proj, batch, r0, r1, indptr,
-                 indices, values, rows, zs)
+    per_block = ((batch + n_blocks - 1) // n_blocks + 3) // 4  # row groups per block (_row_groups)
+    g0 = (r0 // ((batch + n_blocks - 1) // n_blocks)) * per_block
+    _noise_block(noise, off, k, geo, lowrank, flags[F_RANK], flags[F_GROUPED] != 0, proj, batch, r0, r1, groups,
+                 group_values, g0, g0 + (r1 - r0 + 3) // 4, zs)
     lab = vs[5].view(np.int32)
     for q in range(r1 - r0):
         lab[q] = labels[rows[r0 + q]]
@@ -535,7 +668,7 @@ def _member_task(noise, off, sigma, k, r0, r1, geo, flags, indptr, indices, valu
                 _reduce_member(row_loss, k * n_signs + i, batch, out_loss)
 
 
-def _member_losses_impl(table, offsets, sigma, geo, flags, indptr, indices, values, rows, labels,
+def _member_losses_impl(table, offsets, sigma, geo, flags, groups, group_values, rows, labels,
                         base, proj, wt_base, wsc, zsc, hsc, lsc, vsc, row_loss, out_loss):
     """Phase 2: every member's loss on every batch row, ``row_loss`` (n, B) float64.
 
@@ -553,11 +686,11 @@ def _member_losses_impl(table, offsets, sigma, geo, flags, indptr, indices, valu
         k = task // n_blocks
         r0 = (task % n_blocks) * block
         t = numba.get_thread_id()
-        _member_task(table, offsets[k], sigma, k, r0, min(batch, r0 + block), geo, flags, indptr, indices, values,
+        _member_task(table, offsets[k], sigma, k, r0, min(batch, r0 + block), geo, flags, groups, group_values,
                      rows, labels, base, proj, wt_base, wsc[t], zsc[t], hsc[t], lsc[t], vsc[t], row_loss, out_loss)
 
 
-def _member_losses_scaled_impl(table, offsets, sigmas, geo, flags, indptr, indices, values, rows, labels,
+def _member_losses_scaled_impl(table, offsets, sigmas, geo, flags, groups, group_values, rows, labels,
                                base, proj, wt_base, wsc, zsc, hsc, lsc, vsc, ssc, row_loss, out_loss):
     """Phase 2 with a standard deviation per parameter, ``sigmas`` (P,) float32: each task
     first writes its noise vector times ``sigmas`` into the thread's ``ssc`` row (from the
@@ -573,7 +706,7 @@ def _member_losses_scaled_impl(table, offsets, sigmas, geo, flags, indptr, indic
         t = numba.get_thread_id()
         scaled = ssc[t]
         _scale_window(table, offsets[k], sigmas, start, scaled)
-        _member_task(scaled, 0, np.float32(1.0), k, r0, min(batch, r0 + block), geo, flags, indptr, indices, values,
+        _member_task(scaled, 0, np.float32(1.0), k, r0, min(batch, r0 + block), geo, flags, groups, group_values,
                      rows, labels, base, proj, wt_base, wsc[t], zsc[t], hsc[t], lsc[t], vsc[t], row_loss, out_loss)
 
 

@@ -20,7 +20,7 @@ from .kernels import (
     PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL,
     _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_losses,
     _member_losses_scaled, _member_losses_scaled_serial, _member_losses_serial, _noise_moments,
-    _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_losses, _row_nonzeros, _transpose_layers,
+    _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros, _transpose_layers,
 )
 
 
@@ -132,7 +132,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "proj": ((n_noise * batch * cols if grouped else 1,), f32),
         "wt_base": ((transposed,), f32),
         "wscratch": ((slots, transposed), f32),
-        "zscratch": ((slots, block * width0), f32),
+        "zscratch": ((slots, (block + 3) * width0), f32),  # spare rows for a short last group
         "hscratch": ((slots, 2 * (block + ROW_GROUP - 1) * max(dims[1:])), f32),
         "lscratch": ((slots, dims[-1] * (block + ROW_GROUP)), f32),
         "vscratch": ((slots, 6, block + 1), f32),
@@ -140,6 +140,18 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "out_loss": ((members,), f64),
         "sscratch": ((slots, layout.size) if scaled else (1, 1), f32),
     }
+    # Full-rank noise not gathered side by side: each task's response runs by groups of four
+    # similar rows (kernels._row_groups), rebuilt once per batch.
+    n_groups = n_blocks * -(-block // 4) if not grouped else 0
+    d = dims[0]
+    buffers.update({
+        "bits": ((batch, -(-d // 64)) if n_groups else (1, 1), np.uint64),
+        "chain": ((2, batch) if n_groups else (2, 1), np.int64),
+        "mark": ((d if n_groups else 1,), np.int64),
+        "ordered": ((batch if n_groups else 1,), np.int64),
+        "groups": ((2 + n_groups + n_groups * (d + 3),), np.int64),
+        "group_values": ((max(4 * n_groups * (d + 3), 1),), f32),
+    })
     # The first layer's work is the batch's sparse rows times every gathered column: worth
     # both threads long before the members' work is (the seed config: 64 rows x 144 columns).
     serial_first_layer = n_threads == 1 or batch * (width0 + (n_noise * cols if grouped else 0)) < FIRST_LAYER_PARALLEL
@@ -293,6 +305,8 @@ class PopulationWorkspace:
         self.wt_base, self.wscratch, self.zscratch = buffers["wt_base"], buffers["wscratch"], buffers["zscratch"]
         self.hscratch, self.lscratch, self.vscratch = buffers["hscratch"], buffers["lscratch"], buffers["vscratch"]
         self.row_loss, self.out_loss, self.sscratch = buffers["row_loss"], buffers["out_loss"], buffers["sscratch"]
+        self.bits, self.chain, self.mark = buffers["bits"], buffers["chain"], buffers["mark"]
+        self.ordered, self.groups, self.group_values = buffers["ordered"], buffers["groups"], buffers["group_values"]
         self.scaled = bool(scaled)
         self.flags = np.zeros(9, dtype=np.int64)
         self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED, F_THREADS, F_SCALED]] = (
@@ -346,6 +360,10 @@ class PopulationWorkspace:
         indptr, indices, values = csr
         tick = _clock() if timings is not None else None
         sigmas = sigma if self.scaled else self.no_sigmas
+        if not self.grouped:  # the rows in groups of similar ones, evaluated in that order
+            _row_groups(indptr, indices, values, rows, self.n_blocks, self.bits, self.chain, self.mark, self.ordered,
+                        self.groups, self.group_values)
+            rows = self.ordered[:batch]
         first(theta, table, offsets, sigmas, self.geo, flags, indptr, indices, values, rows, self.wide,
               self.base, self.proj, self.wt_base)
         if tick is not None:
@@ -354,11 +372,11 @@ class PopulationWorkspace:
         # smaller batch would be another type and compile a second kernel inside the clock
         row_loss = self.row_loss[: self.n_members * batch].reshape(self.n_members, batch)
         if self.scaled:
-            members(table, offsets, sigmas, self.geo, flags, indptr, indices, values, rows, labels, self.base,
+            members(table, offsets, sigmas, self.geo, flags, self.groups, self.group_values, rows, labels, self.base,
                     self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
                     self.vscratch, self.sscratch, row_loss, self.out_loss)
         else:
-            members(table, offsets, np.float32(sigma), self.geo, flags, indptr, indices, values, rows, labels,
+            members(table, offsets, np.float32(sigma), self.geo, flags, self.groups, self.group_values, rows, labels,
                     self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
                     self.vscratch, row_loss, self.out_loss)
         if tick is not None:
