@@ -92,10 +92,12 @@ FORWARD_BLOCK = 64
 ROW_GROUP = 4
 #: Batch rows x first-layer columns from which the first layer runs on every thread.
 FIRST_LAYER_PARALLEL = 4096
-#: Output rows per task of the low-rank gradient (:func:`_lowrank_outer_sum`): their
-#: float64 sums (8 x 128 x 8 bytes for the first layer) and a pass's four factor rows stay in
-#: L1, and 784 rows make 98 tasks to share out.
-LOWRANK_ROWS = 8
+#: Output rows per task of the low-rank gradient (:func:`_lowrank_outer_sum`): each task
+#: reads every noise vector's B factor (1 MB at population 4096, 128 wide), so fewer, larger
+#: tasks read it less often; 32 rows of float64 sums (32 KB at 128 wide) stay near L1, and 784
+#: rows still make 25 tasks. Measured, default preset's generation: 8 rows 14.9 ms, 16 13.5,
+#: 32 9.5-10.2, 64 11.2 (the float64 BLAS product it replaced: 10-11.5 ms on one thread).
+LOWRANK_ROWS = 32
 #: Populations x batch rows up to which a generation runs on one thread: below it, a
 #: fork/join per phase costs more than the arithmetic it would share out.
 SERIAL_MAX_MEMBER_ROWS = 4096
@@ -151,14 +153,16 @@ def _popcount(x):
 
 
 @njit(**JIT)
-def _row_groups(indptr, indices, values, rows, n_blocks, bits, chain, mark, ordered, groups, group_values):
+def _row_groups(indptr, indices, values, rows, n_blocks, chained, bits, chain, mark, ordered, groups, group_values):
     """The batch's rows in groups of four with similar pixels, for :func:`_group_rows`.
 
-    Within each block of rows (a task's rows) the rows are chained nearest-neighbour by the
-    Hamming distance of their pixel sets (ties to the lower position) into ``ordered``
-    (B,), the order in which the generation then evaluates them; every four consecutive
-    rows form a group (a block's last group may hold fewer). On MNIST batches a group's
-    union holds ~240 pixels for 4 x ~150 non-zero ones (~310 for four rows in batch order).
+    Within each block of rows (a task's rows), with ``chained``, the rows are chained
+    nearest-neighbour by the Hamming distance of their pixel sets (ties to the lower
+    position) into ``ordered`` (B,), the order in which the generation then evaluates them
+    (without, batch order: the chain costs ~0.3 ms for 256 rows, more than a small
+    population's whole generation); every four consecutive rows form a group (a block's
+    last group may hold fewer). On MNIST batches a group's union holds ~240 pixels for
+    4 x ~150 non-zero ones (~310 for four rows in batch order).
 
     ``groups`` (int64) holds ``[G | starts (G+1) | pixels]``, the union of each group's
     non-zero pixels padded to a multiple of four with value-0 entries, ``G = n_blocks *
@@ -181,7 +185,7 @@ def _row_groups(indptr, indices, values, rows, n_blocks, bits, chain, mark, orde
     for b in range(n_blocks):
         r0 = b * block
         n = max(0, min(batch, r0 + block) - r0)
-        for q in range(n):
+        for q in range(n if chained != 0 else 0):
             for w in range(words):
                 bits[q, w] = 0
             row = rows[r0 + q]
@@ -192,6 +196,9 @@ def _row_groups(indptr, indices, values, rows, n_blocks, bits, chain, mark, orde
         cur = 0
         for step in range(n):
             order[step] = cur
+            if chained == 0:
+                cur = step + 1
+                continue
             used[cur] = 1
             best, best_d = -1, np.uint64(1 << 62)
             for j in range(n):
@@ -229,9 +236,9 @@ def _row_groups(indptr, indices, values, rows, n_blocks, bits, chain, mark, orde
 
 
 @njit(**JIT)
-def _group_rows(params, start, width, groups, group_values, g0, g1, out):
-    """``out[q*width : (q+1)*width] = x_q @ W`` for the rows of groups ``g0:g1``, ``q``
-    counted from the first row of group ``g0`` (see :func:`_row_groups`; rows past a short
+def _group_rows(params, start, width, groups, group_values, g0, g1, out, at):
+    """``out[at + q*width : at + (q+1)*width] = x_q @ W`` for the rows of groups ``g0:g1``,
+    ``q`` counted from the first row of group ``g0`` (see :func:`_row_groups`; rows past a short
     last group are written too, as zeros), W (d, width) row-major at ``params[start:]``.
 
     Four rows share every loaded row of W: a pass reads four pixels' rows of W once and
@@ -243,7 +250,7 @@ def _group_rows(params, start, width, groups, group_values, g0, g1, out):
     base = np.uint64(start)
     at_pix = groups[0] + 2
     for g in range(g0, g1):
-        o0 = np.uint64(4 * (g - g0)) * w
+        o0 = np.uint64(at) + np.uint64(4 * (g - g0)) * w
         o1 = o0 + w
         o2 = o1 + w
         o3 = o2 + w
@@ -301,7 +308,7 @@ def _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1
             for j in range(width0):
                 zs[o + np.uint64(j)] = proj[src + np.uint64(j)]
     else:
-        _group_rows(table, off + geo[G_W, 0], width0, groups, group_values, g0, g1, zs)
+        _group_rows(table, off + geo[G_W, 0], width0, groups, group_values, g0, g1, zs, 0)
     e0 = np.uint64(off + geo[G_B, 0])
     for q in range(n):
         o = np.uint64(q * width0)
@@ -570,8 +577,8 @@ def _perturbed_transposed(wt_base, table, off, s, lowrank, rank, geo, out):
 # --------------------------------------------------------------------------- phase kernels
 
 
-def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices, values, rows, wide, base, proj,
-                      wt_base):
+def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices, values, rows, groups, group_values,
+                      wide, base, proj, wt_base):
     """Phase 1: ``base[r] = x_r @ W0 + b0`` (B, H1) for every batch row, and (grouped) every
     noise vector's projection ``proj[k, r] = x_r @ E0_k`` (full rank, H1 columns) or
     ``x_r @ A_k.T`` (low rank, r columns), member-major (n_noise, B, cols) so that a task
@@ -580,9 +587,10 @@ def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices
     (otherwise a placeholder).
 
     The projection runs by blocks of members: each block's noise is gathered side by side
-    into a per-thread (d, block columns) matrix that stays in L2 while every row's sparse
-    pass reads it: one long vectorised inner loop per row, where a pass per member of width
-    H1 or r would not vectorise.
+    into a per-thread (d, block columns) matrix that stays in L2 while the batch's rows read
+    it: one long vectorised inner loop per row, where a pass per member of width H1 or r
+    would not vectorise; by groups of four similar rows (:func:`_row_groups` with one
+    block) where ``groups`` holds any (``groups[0] > 0``).
     """
     lowrank = flags[F_LOWRANK] != 0
     rank = flags[F_RANK]
@@ -603,7 +611,7 @@ def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices
         # few column blocks (small populations) also split the rows, each part gathering
         # its block again: 2 x 15 us of gathering beats one thread doing everything
         n_rc = min(max(1, (2 * flags[F_THREADS] + n_cb - 1) // n_cb), max(1, batch // 16))
-        chunk = (batch + n_rc - 1) // n_rc
+        chunk = ((batch + n_rc - 1) // n_rc + 3) // 4 * 4  # whole groups of rows (_row_groups)
         for task in prange(n_cb * n_rc):
             w = wide[numba.get_thread_id()]
             cb = task // n_rc
@@ -636,7 +644,10 @@ def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices
                         for q in range(cols):
                             w[at + np.uint64(q)] = table[src + np.uint64(q) * col_step]
             tmp = n_in * width
-            _sparse_rows(w, 0, width, indptr, indices, values, rows, r0, r1, w, tmp, width)
+            if groups[0] > 0:
+                _group_rows(w, 0, width, groups, group_values, r0 // 4, (r1 + 3) // 4, w, tmp)
+            else:
+                _sparse_rows(w, 0, width, indptr, indices, values, rows, r0, r1, w, tmp, width)
             for k in range(k0, k1):
                 for r in range(r0, r1):
                     src = np.uint64(tmp + (r - r0) * width + (k - k0) * cols)

@@ -127,7 +127,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
     transposed = max(int(transposed_starts(layout)[-1]), 1)
     f32, f64 = np.float32, np.float64
     buffers = {
-        "wide": ((slots, (dims[0] + batch) * gathered), f32),
+        "wide": ((slots, (dims[0] + batch + 3) * gathered), f32),  # + a short last group's spare rows
         "base": ((batch * width0,), f32),
         "proj": ((n_noise * batch * cols if grouped else 1,), f32),
         "wt_base": ((transposed,), f32),
@@ -140,23 +140,27 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "out_loss": ((members,), f64),
         "sscratch": ((slots, layout.size) if scaled else (1, 1), f32),
     }
-    # Full-rank noise not gathered side by side: each task's response runs by groups of four
-    # similar rows (kernels._row_groups), rebuilt once per batch.
-    n_groups = n_blocks * -(-block // 4) if not grouped else 0
+    # Sparse products run by groups of four rows (kernels._row_groups, once per batch): the
+    # grouped first layer's over the whole batch, the full-rank response per block of rows.
+    # Similar rows are chained together where the population is large enough to pay for it.
+    group_blocks = 1 if grouped else n_blocks
+    rows_per_block = -(-batch // group_blocks)
+    n_groups = group_blocks * -(-rows_per_block // 4)
+    chained = not serial
     d = dims[0]
     buffers.update({
-        "bits": ((batch, -(-d // 64)) if n_groups else (1, 1), np.uint64),
-        "chain": ((2, batch) if n_groups else (2, 1), np.int64),
-        "mark": ((d if n_groups else 1,), np.int64),
-        "ordered": ((batch if n_groups else 1,), np.int64),
+        "bits": ((batch, -(-d // 64)) if chained else (1, 1), np.uint64),
+        "chain": ((2, batch), np.int64),
+        "mark": ((d,), np.int64),
+        "ordered": ((batch,), np.int64),
         "groups": ((2 + n_groups + n_groups * (d + 3),), np.int64),
-        "group_values": ((max(4 * n_groups * (d + 3), 1),), f32),
+        "group_values": ((4 * n_groups * (d + 3),), f32),
     })
     # The first layer's work is the batch's sparse rows times every gathered column: worth
     # both threads long before the members' work is (the seed config: 64 rows x 144 columns).
     serial_first_layer = n_threads == 1 or batch * (width0 + (n_noise * cols if grouped else 0)) < FIRST_LAYER_PARALLEL
     return {"grouped": bool(grouped), "serial": bool(serial), "serial_first_layer": bool(serial_first_layer),
-            "n_blocks": n_blocks, "buffers": buffers}
+            "n_blocks": n_blocks, "group_blocks": group_blocks, "chained": chained, "buffers": buffers}
 
 
 def plan_bytes(plan: dict) -> int:
@@ -300,6 +304,11 @@ class PopulationWorkspace:
         self.geo = geometry(layout, self.rank)
         plan = population_plan(layout, n_noise, antithetic, batch, perturbation, rank, threads, serial, scaled)
         self.grouped, self.serial, self.n_blocks = plan["grouped"], plan["serial"], plan["n_blocks"]
+        self.group_blocks, self.chained = plan["group_blocks"], int(plan["chained"])
+        # Groups pay where rows are chained or every task reads its own noise (full rank, not
+        # gathered); a small population's gathered first layer (the seed config) runs row by
+        # row in batch order, where four rows' union (~310 pixels) costs more than it shares.
+        self.row_groups = self.chained or not self.grouped  # groups[0] == 0 (no groups) otherwise
         buffers = {name: np.zeros(shape, dtype) for name, (shape, dtype) in plan["buffers"].items()}
         self.wide, self.base, self.proj = buffers["wide"], buffers["base"], buffers["proj"]
         self.wt_base, self.wscratch, self.zscratch = buffers["wt_base"], buffers["wscratch"], buffers["zscratch"]
@@ -360,12 +369,12 @@ class PopulationWorkspace:
         indptr, indices, values = csr
         tick = _clock() if timings is not None else None
         sigmas = sigma if self.scaled else self.no_sigmas
-        if not self.grouped:  # the rows in groups of similar ones, evaluated in that order
-            _row_groups(indptr, indices, values, rows, self.n_blocks, self.bits, self.chain, self.mark, self.ordered,
-                        self.groups, self.group_values)
+        if self.row_groups:  # the rows in groups of four (similar ones when chained), evaluated in that order
+            _row_groups(indptr, indices, values, rows, self.group_blocks, self.chained, self.bits, self.chain,
+                        self.mark, self.ordered, self.groups, self.group_values)
             rows = self.ordered[:batch]
-        first(theta, table, offsets, sigmas, self.geo, flags, indptr, indices, values, rows, self.wide,
-              self.base, self.proj, self.wt_base)
+        first(theta, table, offsets, sigmas, self.geo, flags, indptr, indices, values, rows, self.groups,
+              self.group_values, self.wide, self.base, self.proj, self.wt_base)
         if tick is not None:
             tick = _lap(timings, "first_layer", tick)
         # a C-contiguous (n, rows) view for every batch size: a strided view for the last,
