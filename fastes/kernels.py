@@ -92,6 +92,11 @@ FORWARD_BLOCK = 64
 ROW_GROUP = 4
 #: Batch rows x first-layer columns from which the first layer runs on every thread.
 FIRST_LAYER_PARALLEL = 4096
+#: Batch rows from which sparse products run by groups of four similar rows
+#: (:func:`_row_groups`). Measured on the seed config (64 rows, population 8), chaining and
+#: grouping cost more than they share: first layer 0.09 ms row by row, 0.12 by groups in
+#: batch order, 0.14 chained.
+GROUP_MIN_ROWS = 128
 #: Output rows per task of the low-rank gradient (:func:`_lowrank_outer_sum`): each task
 #: reads every noise vector's B factor (1 MB at population 4096, 128 wide), so fewer, larger
 #: tasks read it less often; 32 rows of float64 sums (32 KB at 128 wide) stay near L1, and 784
@@ -153,86 +158,79 @@ def _popcount(x):
 
 
 @njit(**JIT)
-def _row_groups(indptr, indices, values, rows, n_blocks, chained, bits, chain, mark, ordered, groups, group_values):
+def _row_groups(indptr, indices, values, rows, bits, chain, mark, ordered, groups, group_values):
     """The batch's rows in groups of four with similar pixels, for :func:`_group_rows`.
 
-    Within each block of rows (a task's rows), with ``chained``, the rows are chained
-    nearest-neighbour by the Hamming distance of their pixel sets (ties to the lower
-    position) into ``ordered`` (B,), the order in which the generation then evaluates them
-    (without, batch order: the chain costs ~0.3 ms for 256 rows, more than a small
-    population's whole generation); every four consecutive rows form a group (a block's
-    last group may hold fewer). On MNIST batches a group's union holds ~240 pixels for
-    4 x ~150 non-zero ones (~310 for four rows in batch order).
+    The rows are chained nearest-neighbour by the Hamming distance of their pixel sets (ties
+    to the lower position) into ``ordered`` (B,), the order in which the generation then
+    evaluates them; every four consecutive rows form a group (the last may hold fewer). On
+    MNIST batches a group's union holds ~240 pixels for 4 x ~150 non-zero ones (~310 for
+    four rows in batch order). The order depends on the batch alone, so a population split
+    into any tasks or Ray workers evaluates the same sums.
 
     ``groups`` (int64) holds ``[G | starts (G+1) | pixels]``, the union of each group's
-    non-zero pixels padded to a multiple of four with value-0 entries, ``G = n_blocks *
-    ceil(block/4)``; ``group_values`` (float32) the four rows' values of each pixel entry;
-    ``bits`` (B, words) uint64, ``chain`` (2, B) int64, ``mark`` (d,) int64 scratch.
+    non-zero pixels padded to a multiple of four with value-0 entries, ``G = ceil(B/4)``;
+    ``group_values`` (float32) the four rows' values of each pixel entry; ``bits`` (B,
+    words) uint64, ``chain`` (B,) int64 and ``mark`` (d,) int64 are scratch.
     """
-    batch = rows.shape[0]
-    block = (batch + n_blocks - 1) // n_blocks
-    per_block = (block + 3) // 4
-    n_groups = n_blocks * per_block
+    n = rows.shape[0]
+    n_groups = (n + 3) // 4
     words = bits.shape[1]
     at_pix = n_groups + 2
-    order = chain[0]
-    used = chain[1]
     for i in range(mark.shape[0]):
         mark[i] = -1
+    for q in range(n):
+        for w in range(words):
+            bits[q, w] = 0
+        row = rows[q]
+        for i in range(indptr[row], indptr[row + 1]):
+            pix = indices[i]
+            bits[q, pix >> 6] |= np.uint64(1) << np.uint64(pix & 63)
+        chain[q] = 0  # 1 once the row is in the chain
+    cur = 0
+    for step in range(n):
+        ordered[step] = rows[cur]
+        chain[cur] = 1
+        best, best_d = -1, np.uint64(1 << 62)
+        for j in range(n):
+            if chain[j] == 0:
+                d = np.uint64(0)
+                for w in range(words):
+                    d += _popcount(bits[cur, w] ^ bits[j, w])
+                if d < best_d:
+                    best, best_d = j, d
+        cur = best
     p = 0
     groups[0] = n_groups
     groups[1] = 0
-    for b in range(n_blocks):
-        r0 = b * block
-        n = max(0, min(batch, r0 + block) - r0)
-        for q in range(n if chained != 0 else 0):
-            for w in range(words):
-                bits[q, w] = 0
-            row = rows[r0 + q]
+    for g in range(n_groups):
+        start = p
+        for t in range(min(4, n - g * 4)):
+            row = ordered[g * 4 + t]
             for i in range(indptr[row], indptr[row + 1]):
                 pix = indices[i]
-                bits[q, pix >> 6] |= np.uint64(1) << np.uint64(pix & 63)
-            used[q] = 0
-        cur = 0
-        for step in range(n):
-            order[step] = cur
-            if chained == 0:
-                cur = step + 1
-                continue
-            used[cur] = 1
-            best, best_d = -1, np.uint64(1 << 62)
-            for j in range(n):
-                if used[j] == 0:
-                    d = np.uint64(0)
-                    for w in range(words):
-                        d += _popcount(bits[cur, w] ^ bits[j, w])
-                    if d < best_d:
-                        best, best_d = j, d
-            cur = best
-        for idx in range(n):
-            ordered[r0 + idx] = rows[r0 + order[idx]]
-        for gb in range(per_block):
-            g = b * per_block + gb
-            start = p
-            for t in range(min(4, n - gb * 4)):
-                row = ordered[r0 + gb * 4 + t]
-                for i in range(indptr[row], indptr[row + 1]):
-                    pix = indices[i]
-                    if mark[pix] < 0:
-                        mark[pix] = p
-                        groups[at_pix + p] = pix
-                        for tt in range(4):
-                            group_values[4 * p + tt] = 0.0
-                        p += 1
-                    group_values[4 * mark[pix] + t] = values[i]
-            while (p - start) % 4 != 0:
-                groups[at_pix + p] = 0
-                for tt in range(4):
-                    group_values[4 * p + tt] = 0.0
-                p += 1
-            for i in range(start, p):
-                mark[groups[at_pix + i]] = -1
-            groups[2 + g] = p
+                if mark[pix] < 0:
+                    mark[pix] = p
+                    groups[at_pix + p] = pix
+                    for tt in range(4):
+                        group_values[4 * p + tt] = 0.0
+                    p += 1
+                group_values[4 * mark[pix] + t] = values[i]
+        while (p - start) % 4 != 0:
+            groups[at_pix + p] = 0
+            for tt in range(4):
+                group_values[4 * p + tt] = 0.0
+            p += 1
+        for i in range(start, p):
+            mark[groups[at_pix + i]] = -1
+        groups[2 + g] = p
+
+
+@njit(**JIT)
+def _task_rows(batch, n_blocks):
+    """Rows per task when a member's rows are split into ``n_blocks``: whole groups of four
+    (:func:`_row_groups`), so that no group straddles two tasks."""
+    return ((batch + n_blocks - 1) // n_blocks + 3) // 4 * 4
 
 
 @njit(**JIT)
@@ -280,11 +278,12 @@ def _group_rows(params, start, width, groups, group_values, g0, g1, out, at):
 
 
 @njit(**JIT)
-def _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1, groups, group_values, g0, g1, zs):
+def _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1, csr, rows, groups, group_values, zs):
     """``zs[q*H1 : (q+1)*H1]``: the first-layer noise response ``x @ E0 + e0`` of row ``r0 + q``
     for noise vector k (low rank: ``(x @ A.T) @ B / sqrt(r) + e``), with ``x @ E0`` or
     ``x @ A.T`` from the grouped first-layer pass (``proj``, (n_noise, B, cols)) or
-    computed here from the noise table by the rows' groups ``g0:g1`` (:func:`_group_rows`)."""
+    computed here from the noise table, by the rows' groups of four (:func:`_group_rows`) when
+    ``groups`` holds any, else row by row (``csr``: indptr, indices, values)."""
     width0 = geo[G_DIMS, 1]
     n = r1 - r0
     if lowrank:
@@ -308,7 +307,11 @@ def _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1
             for j in range(width0):
                 zs[o + np.uint64(j)] = proj[src + np.uint64(j)]
     else:
-        _group_rows(table, off + geo[G_W, 0], width0, groups, group_values, g0, g1, zs, 0)
+        if groups[0] > 0:  # tasks start at a group (_task_rows)
+            _group_rows(table, off + geo[G_W, 0], width0, groups, group_values, r0 // 4, (r1 + 3) // 4, zs, 0)
+        else:
+            indptr, indices, values = csr
+            _sparse_rows(table, off + geo[G_W, 0], width0, indptr, indices, values, rows, r0, r1, zs, 0, width0)
     e0 = np.uint64(off + geo[G_B, 0])
     for q in range(n):
         o = np.uint64(q * width0)
@@ -588,9 +591,9 @@ def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices
 
     The projection runs by blocks of members: each block's noise is gathered side by side
     into a per-thread (d, block columns) matrix that stays in L2 while the batch's rows read
-    it: one long vectorised inner loop per row, where a pass per member of width H1 or r
-    would not vectorise; by groups of four similar rows (:func:`_row_groups` with one
-    block) where ``groups`` holds any (``groups[0] > 0``).
+    it by groups of four similar rows (:func:`_row_groups`; row by row when ``groups``
+    holds none): one long vectorised inner loop per group, where a pass per member of width
+    H1 or r would not vectorise.
     """
     lowrank = flags[F_LOWRANK] != 0
     rank = flags[F_RANK]
@@ -658,8 +661,8 @@ def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices
 
 
 @njit(inline="always", **JIT)
-def _member_task(noise, off, sigma, k, r0, r1, geo, flags, groups, group_values, rows, labels, base, proj, wt_base,
-                 w, zs, hs, lt, vs, row_loss, out_loss):
+def _member_task(noise, off, sigma, k, r0, r1, geo, flags, csr, groups, group_values, rows, labels, base, proj,
+                 wt_base, w, zs, hs, lt, vs, row_loss, out_loss):
     """One task of phase 2: noise vector k (at ``noise[off:]``, scaled by ``sigma``) on batch
     rows ``r0:r1``, both signs. Inlined into each phase-2 kernel (a call would incref every
     array argument, per task)."""
@@ -670,10 +673,8 @@ def _member_task(noise, off, sigma, k, r0, r1, geo, flags, groups, group_values,
     n_out = geo[G_DIMS, geo.shape[1] - 1]
     batch = rows.shape[0]
     stride = lt.shape[0] // n_out
-    per_block = ((batch + n_blocks - 1) // n_blocks + 3) // 4  # row groups per block (_row_groups)
-    g0 = (r0 // ((batch + n_blocks - 1) // n_blocks)) * per_block
-    _noise_block(noise, off, k, geo, lowrank, flags[F_RANK], flags[F_GROUPED] != 0, proj, batch, r0, r1, groups,
-                 group_values, g0, g0 + (r1 - r0 + 3) // 4, zs)
+    _noise_block(noise, off, k, geo, lowrank, flags[F_RANK], flags[F_GROUPED] != 0, proj, batch, r0, r1, csr, rows,
+                 groups, group_values, zs)
     lab = vs[5].view(np.int32)
     for q in range(r1 - r0):
         lab[q] = labels[rows[r0 + q]]
@@ -689,7 +690,7 @@ def _member_task(noise, off, sigma, k, r0, r1, geo, flags, groups, group_values,
                 _reduce_member(row_loss, k * n_signs + i, batch, out_loss)
 
 
-def _member_losses_impl(table, offsets, sigma, geo, flags, groups, group_values, rows, labels,
+def _member_losses_impl(table, offsets, sigma, geo, flags, csr, groups, group_values, rows, labels,
                         base, proj, wt_base, wsc, zsc, hsc, lsc, vsc, row_loss, out_loss):
     """Phase 2: every member's loss on every batch row, ``row_loss`` (n, B) float64.
 
@@ -702,16 +703,17 @@ def _member_losses_impl(table, offsets, sigma, geo, flags, groups, group_values,
     """
     n_blocks = flags[F_BLOCKS]
     batch = rows.shape[0]
-    block = (batch + n_blocks - 1) // n_blocks
+    block = _task_rows(batch, n_blocks)
     for task in prange(offsets.shape[0] * n_blocks):
         k = task // n_blocks
         r0 = (task % n_blocks) * block
         t = numba.get_thread_id()
-        _member_task(table, offsets[k], sigma, k, r0, min(batch, r0 + block), geo, flags, groups, group_values,
+        _member_task(table, offsets[k], sigma, k, r0, max(r0, min(batch, r0 + block)), geo, flags, csr,
+                     groups, group_values,
                      rows, labels, base, proj, wt_base, wsc[t], zsc[t], hsc[t], lsc[t], vsc[t], row_loss, out_loss)
 
 
-def _member_losses_scaled_impl(table, offsets, sigmas, geo, flags, groups, group_values, rows, labels,
+def _member_losses_scaled_impl(table, offsets, sigmas, geo, flags, csr, groups, group_values, rows, labels,
                                base, proj, wt_base, wsc, zsc, hsc, lsc, vsc, ssc, row_loss, out_loss):
     """Phase 2 with a standard deviation per parameter, ``sigmas`` (P,) float32: each task
     first writes its noise vector times ``sigmas`` into the thread's ``ssc`` row (from the
@@ -719,7 +721,7 @@ def _member_losses_scaled_impl(table, offsets, sigmas, geo, flags, groups, group
     :func:`_member_task` on it with signs +-1. Otherwise as :func:`_member_losses_impl`."""
     n_blocks = flags[F_BLOCKS]
     batch = rows.shape[0]
-    block = (batch + n_blocks - 1) // n_blocks
+    block = _task_rows(batch, n_blocks)
     start = geo[G_B, 0] if flags[F_GROUPED] != 0 else 0
     for task in prange(offsets.shape[0] * n_blocks):
         k = task // n_blocks
@@ -727,7 +729,8 @@ def _member_losses_scaled_impl(table, offsets, sigmas, geo, flags, groups, group
         t = numba.get_thread_id()
         scaled = ssc[t]
         _scale_window(table, offsets[k], sigmas, start, scaled)
-        _member_task(scaled, 0, np.float32(1.0), k, r0, min(batch, r0 + block), geo, flags, groups, group_values,
+        _member_task(scaled, 0, np.float32(1.0), k, r0, max(r0, min(batch, r0 + block)), geo, flags, csr,
+                     groups, group_values,
                      rows, labels, base, proj, wt_base, wsc[t], zsc[t], hsc[t], lsc[t], vsc[t], row_loss, out_loss)
 
 

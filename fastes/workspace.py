@@ -17,10 +17,11 @@ import numpy as np
 from .kernels import (
     F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, FORWARD_BLOCK,
     G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
-    PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL,
+    PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL, GROUP_MIN_ROWS,
     _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _lowrank_outer_sum, _member_losses,
     _member_losses_scaled, _member_losses_scaled_serial, _member_losses_serial, _noise_moments,
-    _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros, _transpose_layers,
+    _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros,
+    _task_rows, _transpose_layers,
 )
 
 
@@ -122,7 +123,8 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         serial = n_threads == 1 or members * batch <= SERIAL_MAX_MEMBER_ROWS
     # Split rows into blocks only when members alone cannot keep every thread busy.
     n_blocks = 1 if serial else int(min(batch, max(1, -(-4 * n_threads // max(n_noise, 1)))))
-    block = -(-batch // n_blocks)
+    block = int(_task_rows(batch, n_blocks))  # whole groups of four rows
+    n_blocks = -(-batch // block)
     slots = numba.config.NUMBA_NUM_THREADS
     transposed = max(int(transposed_starts(layout)[-1]), 1)
     f32, f64 = np.float32, np.float64
@@ -132,7 +134,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "proj": ((n_noise * batch * cols if grouped else 1,), f32),
         "wt_base": ((transposed,), f32),
         "wscratch": ((slots, transposed), f32),
-        "zscratch": ((slots, (block + 3) * width0), f32),  # spare rows for a short last group
+        "zscratch": ((slots, block * width0), f32),
         "hscratch": ((slots, 2 * (block + ROW_GROUP - 1) * max(dims[1:])), f32),
         "lscratch": ((slots, dims[-1] * (block + ROW_GROUP)), f32),
         "vscratch": ((slots, 6, block + 1), f32),
@@ -140,19 +142,17 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "out_loss": ((members,), f64),
         "sscratch": ((slots, layout.size) if scaled else (1, 1), f32),
     }
-    # Sparse products run by groups of four rows (kernels._row_groups, once per batch): the
-    # grouped first layer's over the whole batch, the full-rank response per block of rows.
-    # Similar rows are chained together where the population is large enough to pay for it.
-    group_blocks = 1 if grouped else n_blocks
-    rows_per_block = -(-batch // group_blocks)
-    n_groups = group_blocks * -(-rows_per_block // 4)
-    chained = not serial
+    # The noise response's sparse products run by groups of four similar rows
+    # (kernels._row_groups, once per batch) from GROUP_MIN_ROWS rows on; the choice and the
+    # rows' order depend on the batch alone, so any split of the population (threads, tasks,
+    # Ray workers) evaluates the same sums.
+    n_groups = -(-batch // 4) if batch >= GROUP_MIN_ROWS else 0
     d = dims[0]
     buffers.update({
-        "bits": ((batch, -(-d // 64)) if chained else (1, 1), np.uint64),
-        "chain": ((2, batch), np.int64),
-        "mark": ((d,), np.int64),
-        "ordered": ((batch,), np.int64),
+        "bits": ((batch if n_groups else 1, -(-d // 64)), np.uint64),
+        "chain": ((batch if n_groups else 1,), np.int64),
+        "mark": ((d if n_groups else 1,), np.int64),
+        "ordered": ((batch if n_groups else 1,), np.int64),
         "groups": ((2 + n_groups + n_groups * (d + 3),), np.int64),
         "group_values": ((4 * n_groups * (d + 3),), f32),
     })
@@ -160,7 +160,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
     # both threads long before the members' work is (the seed config: 64 rows x 144 columns).
     serial_first_layer = n_threads == 1 or batch * (width0 + (n_noise * cols if grouped else 0)) < FIRST_LAYER_PARALLEL
     return {"grouped": bool(grouped), "serial": bool(serial), "serial_first_layer": bool(serial_first_layer),
-            "n_blocks": n_blocks, "group_blocks": group_blocks, "chained": chained, "buffers": buffers}
+            "n_blocks": n_blocks, "row_groups": n_groups > 0, "buffers": buffers}
 
 
 def plan_bytes(plan: dict) -> int:
@@ -304,11 +304,7 @@ class PopulationWorkspace:
         self.geo = geometry(layout, self.rank)
         plan = population_plan(layout, n_noise, antithetic, batch, perturbation, rank, threads, serial, scaled)
         self.grouped, self.serial, self.n_blocks = plan["grouped"], plan["serial"], plan["n_blocks"]
-        self.group_blocks, self.chained = plan["group_blocks"], int(plan["chained"])
-        # Groups pay where rows are chained or every task reads its own noise (full rank, not
-        # gathered); a small population's gathered first layer (the seed config) runs row by
-        # row in batch order, where four rows' union (~310 pixels) costs more than it shares.
-        self.row_groups = self.chained or not self.grouped  # groups[0] == 0 (no groups) otherwise
+        self.row_groups = plan["row_groups"]
         buffers = {name: np.zeros(shape, dtype) for name, (shape, dtype) in plan["buffers"].items()}
         self.wide, self.base, self.proj = buffers["wide"], buffers["base"], buffers["proj"]
         self.wt_base, self.wscratch, self.zscratch = buffers["wt_base"], buffers["wscratch"], buffers["zscratch"]
@@ -369,9 +365,9 @@ class PopulationWorkspace:
         indptr, indices, values = csr
         tick = _clock() if timings is not None else None
         sigmas = sigma if self.scaled else self.no_sigmas
-        if self.row_groups:  # the rows in groups of four (similar ones when chained), evaluated in that order
-            _row_groups(indptr, indices, values, rows, self.group_blocks, self.chained, self.bits, self.chain,
-                        self.mark, self.ordered, self.groups, self.group_values)
+        if self.row_groups:  # the rows in groups of four similar ones, evaluated in that order
+            _row_groups(indptr, indices, values, rows, self.bits, self.chain, self.mark, self.ordered, self.groups,
+                        self.group_values)
             rows = self.ordered[:batch]
         first(theta, table, offsets, sigmas, self.geo, flags, indptr, indices, values, rows, self.groups,
               self.group_values, self.wide, self.base, self.proj, self.wt_base)
@@ -381,12 +377,12 @@ class PopulationWorkspace:
         # smaller batch would be another type and compile a second kernel inside the clock
         row_loss = self.row_loss[: self.n_members * batch].reshape(self.n_members, batch)
         if self.scaled:
-            members(table, offsets, sigmas, self.geo, flags, self.groups, self.group_values, rows, labels, self.base,
-                    self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
+            members(table, offsets, sigmas, self.geo, flags, csr, self.groups, self.group_values, rows, labels,
+                    self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
                     self.vscratch, self.sscratch, row_loss, self.out_loss)
         else:
-            members(table, offsets, np.float32(sigma), self.geo, flags, self.groups, self.group_values, rows, labels,
-                    self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
+            members(table, offsets, np.float32(sigma), self.geo, flags, csr, self.groups, self.group_values, rows,
+                    labels, self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
                     self.vscratch, row_loss, self.out_loss)
         if tick is not None:
             tick = _lap(timings, "members", tick)

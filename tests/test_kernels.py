@@ -40,11 +40,18 @@ CASES = [pytest.param(*case, id=name) for name, case in NAMED]
 FULL_RANK = [pytest.param(*case, id=name) for name, case in NAMED if case[2] == "full"]
 
 
+#: Batch rows of the population cases: fewer than kernels.GROUP_MIN_ROWS (row by row), and a
+#: batch run by groups of four similar rows whose last group is short.
+ROW_SETS = [pytest.param(np.arange(3, 40), id="rows"), pytest.param(np.arange(5, 135)[::-1], id="row-groups")]
+
+
+@pytest.mark.parametrize("rows", ROW_SETS)
 @pytest.mark.parametrize("serial", [True, False], ids=["serial", "threaded"])
 @pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss", CASES)
-def test_population_losses_match_reference(table, random_case, dims, antithetic, perturbation, rank, loss, serial):
-    layout, theta, x, csr, y = random_case(dims)
-    rows = np.arange(3, 40, dtype=np.int64)
+def test_population_losses_match_reference(table, random_case, dims, antithetic, perturbation, rank, loss, serial,
+                                           rows):
+    layout, theta, x, csr, y = random_case(dims, n_rows=140)
+    rows = rows.astype(np.int64)
     offsets = member_offsets(1, 2, 6, layout.noise_size(perturbation, rank))
     got = W.population_losses(theta, table, offsets, 0.05, antithetic, layout, csr, rows, y, loss, perturbation, rank, serial=serial)
     want, _ = R.population_losses(theta, table, offsets, 0.05, antithetic, layout, x[rows], y[rows], loss, perturbation, rank)
@@ -52,13 +59,15 @@ def test_population_losses_match_reference(table, random_case, dims, antithetic,
     np.testing.assert_allclose(got, want, rtol=2e-5)
 
 
+@pytest.mark.parametrize("rows", ROW_SETS)
 @pytest.mark.parametrize("serial", [True, False], ids=["serial", "threaded"])
 @pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss", FULL_RANK)
-def test_per_parameter_sigma_matches_reference(table, random_case, dims, antithetic, perturbation, rank, loss, serial):
+def test_per_parameter_sigma_matches_reference(table, random_case, dims, antithetic, perturbation, rank, loss, serial,
+                                               rows):
     """PGPE's and SNES's members, ``theta + s * sigma * u`` with ``sigma`` (P,): the kernels scale
     the noise windows, the reference forms every member's parameters."""
-    layout, theta, x, csr, y = random_case(dims)
-    rows = np.arange(3, 40, dtype=np.int64)
+    layout, theta, x, csr, y = random_case(dims, n_rows=140)
+    rows = rows.astype(np.int64)
     offsets = member_offsets(1, 2, 6, layout.size)
     sigmas = np.random.default_rng(2).uniform(0.01, 0.1, layout.size).astype(np.float32)
     got = W.population_losses(theta, table, offsets, sigmas, antithetic, layout, csr, rows, y, loss, serial=serial)
@@ -136,16 +145,61 @@ def test_lowrank_weighted_sum_exact_terms(dims, n_noise, rank):
                                R.lowrank_weighted_sum(table, offsets, weights, layout, rank), rtol=1e-12, atol=1e-10)
 
 
+def test_row_groups_hold_the_batch(random_case):
+    """Groups of four chained rows: ``ordered`` is the batch permuted, and each group's pixel
+    list and values give back exactly its rows (padding entries are zero)."""
+    layout, theta, x, (indptr, indices, values), y = random_case((50, 8, 3), n_rows=150)
+    rows = np.arange(141, 4, -1, dtype=np.int64)  # 137 rows: a last group of one
+    n_groups = -(-len(rows) // 4)
+    ordered = np.zeros(len(rows), np.int64)
+    groups = np.zeros(2 + n_groups + n_groups * 53, np.int64)
+    group_values = np.zeros(4 * n_groups * 53, np.float32)
+    K._row_groups(indptr, indices, values, rows, np.zeros((len(rows), 1), np.uint64), np.zeros(len(rows), np.int64),
+                  np.zeros(50, np.int64), ordered, groups, group_values)
+    assert sorted(ordered) == sorted(rows) and groups[0] == n_groups
+    at_pix = n_groups + 2
+    for g in range(n_groups):
+        p0, p1 = groups[1 + g], groups[2 + g]
+        assert (p1 - p0) % 4 == 0
+        dense = np.zeros((4, 50), np.float32)
+        np.add.at(dense.T, groups[at_pix + p0 : at_pix + p1], group_values[4 * p0 : 4 * p1].reshape(-1, 4))
+        members = ordered[4 * g : 4 * g + 4]
+        np.testing.assert_array_equal(dense[: len(members)], x[members])
+        assert not dense[len(members) :].any()
+    # chained: neighbours in the order share more pixels than neighbours in batch order
+    def neighbours(order):
+        occupied = x[order] != 0
+        return np.mean([(occupied[i] != occupied[i + 1]).sum() for i in range(len(order) - 1)])
+    assert neighbours(ordered) < neighbours(rows)
+
+
+def test_population_split_evaluates_the_same_sums(table, random_case):
+    """Ray workers each evaluate part of the population: the batch's row groups depend on the
+    batch alone, so every member's loss has the same bits whether its noise vector is
+    evaluated with all others (8 x 40 columns: per task from the table) or with half of them
+    (gathered side by side in the first layer)."""
+    layout, theta, x, csr, y = random_case((50, 40, 10), n_rows=140)
+    rows = np.arange(2, 138, dtype=np.int64)
+    offsets = member_offsets(0, 5, 8, layout.size)
+    kwargs = dict(loss="cross-entropy", serial=False)
+    whole = W.population_losses(theta, table, offsets, 0.1, True, layout, csr, rows, y, **kwargs)
+    halves = [W.population_losses(theta, table, part, 0.1, True, layout, csr, rows, y, **kwargs)
+              for part in (offsets[:4].copy(), offsets[4:].copy())]
+    assert W.population_plan(layout, 8, True, len(rows))["grouped"] != W.population_plan(layout, 4, True, len(rows))["grouped"]
+    np.testing.assert_array_equal(whole, np.concatenate(halves))
+
+
+@pytest.mark.parametrize("n_rows", [64, 130], ids=["rows", "row-groups"])
 @pytest.mark.parametrize("scaled", [False, True], ids=["one-sigma", "sigma-per-parameter"])
-def test_results_identical_for_any_thread_count(table, random_case, scaled):
-    layout, theta, x, csr, y = random_case((50, 16, 16, 10), n_rows=64)
-    rows = np.arange(64, dtype=np.int64)
+def test_results_identical_for_any_thread_count(table, random_case, scaled, n_rows):
+    layout, theta, x, csr, y = random_case((50, 16, 16, 10), n_rows=n_rows)
+    rows = np.arange(n_rows, dtype=np.int64)
     offsets = member_offsets(0, 0, 3, layout.size)
     sigma = np.linspace(0.05, 0.15, layout.size, dtype=np.float32) if scaled else 0.1
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
         numba.set_num_threads(threads)
-        ws = W.PopulationWorkspace(layout, 3, True, 64, threads=threads, serial=False, scaled=scaled)
+        ws = W.PopulationWorkspace(layout, 3, True, n_rows, threads=threads, serial=False, scaled=scaled)
         results.append(ws.losses(theta, table, offsets, sigma, csr, rows, y, K.LOSS_MSE).copy())
         weights = np.array([0.5, -1.0, 0.25])
         results.append(np.concatenate(W.noise_moments(table, offsets, weights, weights[::-1].copy(), layout.size)))
