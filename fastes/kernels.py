@@ -626,26 +626,34 @@ def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices
             # column (k, q) of row i: low rank A_k[q, i] = table[off_k + a0 + q*d + i];
             # full rank E0_k[i, q] = table[off_k + w0 + i*H1 + q]
             start = geo[G_LRA, 0] if lowrank else geo[G_W, 0]
-            row_step = np.uint64(1 if lowrank else width0)
-            col_step = np.uint64(n_in if lowrank else 1)
             if flags[F_SCALED] != 0:  # full rank: a row of E0_k, scaled by its parameters' sigmas
                 for i in range(n_in):
                     dst = np.uint64(i * width)
-                    sig = np.uint64(start) + np.uint64(i) * row_step
+                    sig = np.uint64(start) + np.uint64(i * width0)
                     for k in range(k0, k1):
                         src = np.uint64(offsets[k]) + sig
                         at = dst + np.uint64((k - k0) * cols)
                         for q in range(cols):
                             u = np.uint64(q)
                             w[at + u] = table[src + u] * sigmas[sig + u]
-            else:
+            elif lowrank:
+                # A_k's rows are contiguous in the table: read each once, in order (one stream
+                # the prefetcher follows; a row of ``w`` at a time read 128 windows at once
+                # and waited on memory), and write its column of ``w``, which stays in L2
+                for k in range(k0, k1):
+                    for q in range(cols):
+                        src = np.uint64(offsets[k] + start + q * n_in)
+                        at = np.uint64((k - k0) * cols + q)
+                        for i in range(n_in):
+                            w[np.uint64(i) * np.uint64(width) + at] = table[src + np.uint64(i)]
+            else:  # full rank: rows of E0_k, H1 contiguous values each
                 for i in range(n_in):
                     dst = np.uint64(i * width)
                     for k in range(k0, k1):
-                        src = np.uint64(offsets[k] + start) + np.uint64(i) * row_step
+                        src = np.uint64(offsets[k] + start + i * width0)
                         at = dst + np.uint64((k - k0) * cols)
                         for q in range(cols):
-                            w[at + np.uint64(q)] = table[src + np.uint64(q) * col_step]
+                            w[at + np.uint64(q)] = table[src + np.uint64(q)]
             tmp = n_in * width
             if groups[0] > 0:
                 _group_rows(w, 0, width, groups, group_values, r0 // 4, (r1 + 3) // 4, w, tmp)
