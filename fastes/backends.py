@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numba
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from . import kernels, reference, workspace
 from .errors import ConfigError
@@ -97,14 +98,19 @@ class NoiseSum:
         self.lowrank = config.perturbation == "lowrank"
         self.grad = np.empty(layout.size, dtype=np.float64)
         self.square = np.empty(layout.size if config.learns_sigma else 0, dtype=np.float64)
-        self.scratch = workspace.lowrank_scratch(layout) if self.lowrank else None
+        self.stacks = workspace.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
+        # The low-rank gradient's products run in BLAS on one thread: BLAS threads left
+        # spinning after a call take the cores from the next kernel's threads (and the
+        # kernels' OpenMP threads from BLAS), which cost 6x the product itself here.
+        self.blas = ThreadpoolController() if self.lowrank else None
 
     def noise_sum(self, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64 (a buffer
         reused next call)."""
         if self.lowrank:
-            return workspace.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.rank, self.grad,
-                                                  self.scratch)
+            with self.blas.limit(limits=1, user_api="blas"):
+                return workspace.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.rank,
+                                                    self.grad, self.stacks)
         kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
         return self.grad
 

@@ -15,12 +15,6 @@ A generation runs in phase kernels, each one call:
 3. :func:`_reduce_members`: each member's mean loss, summed over rows in order (inside phase
    2 when a task holds all rows).
 
-Then the gradient's noise sums, each in float64 and in one pass: :func:`_noise_weighted_sum`
-(full rank: every window, weighted, by chunks of parameters), :func:`_noise_moments` (the
-same and the squares', for learned standard deviations) and, for low-rank noise, per layer
-:func:`_lowrank_outer_sum` (``sum_k w_k A_k.T @ B_k``, by blocks of output rows straight
-from the noise table, no BLAS) and the biases' :func:`_noise_weighted_sum`.
-
 Per-parameter standard deviations (PGPE, SNES: member ``i`` is ``theta + s_i sigma * u_k``,
 ``sigma`` a vector) take the same path: the grouped first layer gathers ``sigma * u_k``
 instead of ``u_k``, and :func:`_member_losses_scaled` first scales each task's noise window
@@ -97,12 +91,6 @@ FIRST_LAYER_PARALLEL = 4096
 #: grouping cost more than they share: first layer 0.09 ms row by row, 0.12 by groups in
 #: batch order, 0.14 chained.
 GROUP_MIN_ROWS = 128
-#: Output rows per task of the low-rank gradient (:func:`_lowrank_outer_sum`): each task
-#: reads every noise vector's B factor (1 MB at population 4096, 128 wide), so fewer, larger
-#: tasks read it less often; 32 rows of float64 sums (32 KB at 128 wide) stay near L1, and 784
-#: rows still make 25 tasks. Measured, default preset's generation: 8 rows 14.9 ms, 16 13.5,
-#: 32 9.5-10.2, 64 11.2 (the float64 BLAS product it replaced: 10-11.5 ms on one thread).
-LOWRANK_ROWS = 32
 #: Populations x batch rows up to which a generation runs on one thread: below it, a
 #: fork/join per phase costs more than the arithmetic it would share out.
 SERIAL_MAX_MEMBER_ROWS = 4096
@@ -888,66 +876,16 @@ def _noise_moments(table, offsets, weights, square_weights, chunk, out, out_sq):
                 acc_sq[p] += v * x * x
 
 
-@njit(inline="always", **JIT)
-def _pass_pair(table, offsets, weights, pair, n_pairs, rank, a_start, b_start, fan_in, fan_out, scale, b, dst):
-    """Pair ``pair = k * rank + q`` of a pass of :func:`_lowrank_outer_sum`: ``B_k[q]`` as
-    float64 into ``b[dst : dst + fan_out]``; returns ``(w_k * scale, start of A_k[q])``. Past
-    the last pair: a zero row, coefficient 0 and the first pair's A row. Inlined (a call
-    would incref its arrays, per pair and task)."""
-    if pair >= n_pairs:
-        for j in range(fan_out):
-            b[dst + np.uint64(j)] = 0.0
-        return 0.0, np.uint64(offsets[0] + a_start)
-    k = pair // rank
-    q = pair - k * rank
-    src = np.uint64(offsets[k] + b_start + q * fan_out)
-    for j in range(fan_out):
-        u = np.uint64(j)
-        b[dst + u] = np.float64(table[src + u])
-    return weights[k] * scale, np.uint64(offsets[k] + a_start + q * fan_in)
-
-
 @njit(parallel=True, **JIT)
-def _lowrank_outer_sum(table, offsets, weights, a_start, b_start, fan_in, fan_out, rank, scale, bsc, out):
-    """One layer's weights of the low-rank gradient, ``out`` (fan_in * fan_out,) float64
-    row-major: ``out[i*fan_out + j] = scale * sum_k w_k sum_q A_k[q, i] B_k[q, j]``, with
-    ``A_k[q, i] = table[offsets[k] + a_start + q*fan_in + i]`` and ``B_k[q, j] =
-    table[offsets[k] + b_start + q*fan_out + j]``; ``bsc`` (threads, >= 4 * fan_out) float64.
-
-    Straight from the float32 table, no stacked factors and no BLAS (whose threads, left
-    spinning, took the cores from the next kernel). A task owns :data:`LOWRANK_ROWS` rows of
-    ``out`` and sums the (k, q) pairs into them in one fixed order, so the result is the same
-    for any thread count. Four pairs per pass, so that every load and store of a sum feeds
-    four FMAs (with one pair, stores would bound the loop). A pass's four B rows are
-    converted to float64 once, into the thread's ``bsc`` row, for all of the task's rows (the
-    inner loop would otherwise convert each value once per row, and on x86 a conversion
-    shares a port with the FMAs). The last pass pads missing pairs with zero rows and
-    coefficients, which add exact zeros.
-    """
-    n_pairs = offsets.shape[0] * rank
-    nj = np.uint64(fan_out)
-    s0, s1, s2, s3 = np.uint64(0), nj, nj + nj, nj + nj + nj  # where the pass's B rows start in ``b``
-    for task in prange((fan_in + LOWRANK_ROWS - 1) // LOWRANK_ROWS):
-        i0 = task * LOWRANK_ROWS
-        i1 = min(fan_in, i0 + LOWRANK_ROWS)
-        b = bsc[numba.get_thread_id()]
-        for p in range(i0 * fan_out, i1 * fan_out):
-            out[np.uint64(p)] = 0.0
-        for p in range(0, n_pairs, 4):
-            w0, a0 = _pass_pair(table, offsets, weights, p, n_pairs, rank, a_start, b_start, fan_in, fan_out, scale, b, s0)
-            w1, a1 = _pass_pair(table, offsets, weights, p + 1, n_pairs, rank, a_start, b_start, fan_in, fan_out, scale, b, s1)
-            w2, a2 = _pass_pair(table, offsets, weights, p + 2, n_pairs, rank, a_start, b_start, fan_in, fan_out, scale, b, s2)
-            w3, a3 = _pass_pair(table, offsets, weights, p + 3, n_pairs, rank, a_start, b_start, fan_in, fan_out, scale, b, s3)
-            for i in range(i0, i1):
-                u = np.uint64(i)
-                c0 = w0 * np.float64(table[a0 + u])
-                c1 = w1 * np.float64(table[a1 + u])
-                c2 = w2 * np.float64(table[a2 + u])
-                c3 = w3 * np.float64(table[a3 + u])
-                o = u * nj
-                for j in range(fan_out):
-                    v = np.uint64(j)
-                    out[o + v] += (c0 * b[s0 + v] + c1 * b[s1 + v]) + (c2 * b[s2 + v] + c3 * b[s3 + v])
+def _gather_lowrank(table, offsets, weights, start, n_rows, rank, scale, out):
+    """Stack each member's factor F_k (r, n_rows): out[k*r + q] = w_k * scale * F_k[q]."""
+    for k in prange(offsets.shape[0]):
+        w = weights[k] * scale
+        for q in range(rank):
+            src = table[offsets[k] + start + q * n_rows : offsets[k] + start + (q + 1) * n_rows]
+            dst = out[k * rank + q]
+            for i in range(n_rows):
+                dst[i] = w * src[i]
 
 
 @njit(**JIT)

@@ -119,7 +119,8 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
         terms["population workspace"] = workspace.plan_bytes(plan)
         terms["batch buffers"] = workspace.plan_bytes(workspace.forward_plan(layout, batch))
         if config.perturbation == "lowrank":
-            terms["low-rank gradient scratch (threads x 4 x widest)"] = 8 * int(np.prod(workspace.lowrank_scratch_shape(layout)))
+            terms["low-rank noise stacks (population x rank x widths)"] = sum(
+                8 * int(np.prod(a)) + 8 * int(np.prod(b)) for a, b in workspace.lowrank_stack_shapes(layout, n_noise, config.rank))
     return terms
 
 

@@ -18,7 +18,7 @@ from .kernels import (
     F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, FORWARD_BLOCK,
     G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
     PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL, GROUP_MIN_ROWS,
-    _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _lowrank_outer_sum, _member_losses,
+    _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_losses,
     _member_losses_scaled, _member_losses_scaled_serial, _member_losses_serial, _noise_moments,
     _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros,
     _task_rows, _transpose_layers,
@@ -457,23 +457,21 @@ def noise_moments(table, offsets, weights, square_weights, size, out=None, out_s
     return out, out_sq
 
 
-def lowrank_scratch_shape(layout) -> tuple[int, int]:
-    """Shape of :func:`lowrank_scratch`: (thread slots, 4 * widest fan_out)."""
-    return numba.config.NUMBA_NUM_THREADS, 4 * max(layout.dims[1:])
+def lowrank_stack_shapes(layout, n_noise: int, rank: int) -> list[tuple[tuple, tuple]]:
+    """Shapes of :func:`lowrank_stacks`' float64 buffers: per layer (n*r, fan_in) and (n*r, fan_out)."""
+    return [((n_noise * rank, fan_in), (n_noise * rank, fan_out)) for fan_in, fan_out in zip(layout.dims[:-1], layout.dims[1:])]
 
 
-def lowrank_scratch(layout) -> np.ndarray:
-    """Scratch for :func:`lowrank_weighted_sum`: each thread's four factor rows in float64."""
-    return np.empty(lowrank_scratch_shape(layout), dtype=np.float64)
+def lowrank_stacks(layout, n_noise: int, rank: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Buffers for :func:`lowrank_weighted_sum`: per layer (n*r, fan_in) and (n*r, fan_out), float64."""
+    return [(np.empty(left), np.empty(right)) for left, right in lowrank_stack_shapes(layout, n_noise, rank)]
 
 
-def lowrank_weighted_sum(table, offsets, weights, layout, rank, out=None, scratch=None) -> np.ndarray:
+def lowrank_weighted_sum(table, offsets, weights, layout, rank, out=None, stacks=None) -> np.ndarray:
     """Gradient-shaped sum of low-rank noise: per layer ``sum_k w_k A_k.T @ B_k / sqrt(r)``.
 
-    Never forms an (n, P) block nor stacks the factors: each layer's (fan_in, fan_out)
-    block is summed in float64 straight from the noise table by one parallel kernel
-    (:func:`fastes.kernels._lowrank_outer_sum`), each task owning its rows, so the result is
-    the same for any thread count.
+    Never forms an (n, P) block: each layer's factors are stacked, (n*r, fan_in) and
+    (n*r, fan_out), and multiplied with one float64 GEMM outside any parallel loop.
 
     Parameters
     ----------
@@ -483,7 +481,7 @@ def lowrank_weighted_sum(table, offsets, weights, layout, rank, out=None, scratc
     layout : ParamLayout
     rank : int
     out : ndarray of shape (P,), float64, optional
-    scratch : ndarray from :func:`lowrank_scratch`, optional
+    stacks : list from :func:`lowrank_stacks`, optional
 
     Returns
     -------
@@ -491,22 +489,20 @@ def lowrank_weighted_sum(table, offsets, weights, layout, rank, out=None, scratc
     """
     _check("offsets", offsets, np.int64, 1)
     _check("weights", weights, np.float64, 1)
-    if len(offsets) != len(weights):
-        raise ValueError(f"{len(offsets)} offsets but {len(weights)} weights")
+    n = len(offsets)
     check_offsets(offsets, layout.lowrank_size(rank), table)
-    out = np.empty(layout.size, dtype=np.float64) if out is None else out
-    scratch = lowrank_scratch(layout) if scratch is None else scratch
-    _check("out", out, np.float64, 1)
-    _check("scratch", scratch, np.float64, 2)
-    if out.shape[0] != layout.size:
-        raise ValueError(f"out has {out.shape[0]} values, layout needs {layout.size}")
-    if scratch.shape != lowrank_scratch_shape(layout):
-        raise ValueError(f"scratch has shape {scratch.shape}, needs {lowrank_scratch_shape(layout)}: use lowrank_scratch")
+    if out is None:
+        out = np.empty(layout.size, dtype=np.float64)
+    if stacks is None:
+        stacks = lowrank_stacks(layout, n, rank)
     a_start, b_start, e_start = layout.lowrank_starts(rank)
+    ones = np.ones(n)
     scale = 1.0 / math.sqrt(rank)
-    for l, (fan_in, fan_out) in enumerate(zip(layout.dims[:-1], layout.dims[1:])):
+    for l, (left, right) in enumerate(stacks):
+        fan_in, fan_out = left.shape[1], right.shape[1]
+        _gather_lowrank(table, offsets, weights, int(a_start[l]), fan_in, rank, scale, left)
+        _gather_lowrank(table, offsets, ones, int(b_start[l]), fan_out, rank, 1.0, right)
         w0, b0 = int(layout.w_start[l]), int(layout.b_start[l])
-        _lowrank_outer_sum(table, offsets, weights, int(a_start[l]), int(b_start[l]), fan_in, fan_out, rank, scale,
-                           scratch, out[w0:b0])
+        np.matmul(left.T, right, out=out[w0:b0].reshape(fan_in, fan_out))
         _noise_weighted_sum(table, offsets + int(e_start[l]), weights, 2048, out[b0 : b0 + fan_out])
     return out
