@@ -65,3 +65,19 @@ def test_benchmark_json_has_the_documented_keys():
     assert {"seed", "medium", "large"} <= names
     for row in bench["configs"]:
         assert set(row) >= {"name", "numba_ms", "numpy_ms", "speedup", "useful_gflop", "limit_fraction", "profile_ms"}
+
+
+def test_readme_benchmark_tables_quote_results_benchmark():
+    """The README's benchmark tables are rows of results/benchmark.md (one run), and the GEMM
+    rate it quotes is that run's: the figures are said once and copied, never retyped."""
+    bench_md = (ROOT / "results" / "benchmark.md").read_text()
+    bench = json.loads((ROOT / "results" / "benchmark.json").read_text())
+    section = README[README.index("## Benchmarks"):]
+    section = section[: section.index("\n## ", 1)]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    assert len(rows) >= 1 + len(bench["configs"]), "the README shows no benchmark table"
+    for row in rows:
+        assert row in bench_md.splitlines(), f"README benchmark row not in results/benchmark.md: {row}"
+    assert f"float32 GEMM {bench['gemm_gflops']} GFLOP/s measured in the same run" in section
+    for config in bench["configs"]:
+        assert f"| {config['name']} | {config['numba_ms']:.3f} |" in section, config["name"]
