@@ -91,6 +91,10 @@ FIRST_LAYER_PARALLEL = 4096
 #: grouping cost more than they share: first layer 0.09 ms row by row, 0.12 by groups in
 #: batch order, 0.14 chained.
 GROUP_MIN_ROWS = 128
+#: Rows chained together (:func:`_row_groups`): the chain compares every pair of its rows,
+#: 0.3 ms for 256 MNIST rows, so a larger batch is chained by windows of this many (a
+#: multiple of four: no group straddles two windows).
+CHAIN_ROWS = 256
 #: Populations x batch rows up to which a generation runs on one thread: below it, a
 #: fork/join per phase costs more than the arithmetic it would share out.
 SERIAL_MAX_MEMBER_ROWS = 4096
@@ -150,8 +154,9 @@ def _row_groups(indptr, indices, values, rows, bits, chain, mark, ordered, group
     """The batch's rows in groups of four with similar pixels, for :func:`_group_rows`.
 
     The rows are chained nearest-neighbour by the Hamming distance of their pixel sets (ties
-    to the lower position) into ``ordered`` (B,), the order in which the generation then
-    evaluates them; every four consecutive rows form a group (the last may hold fewer). On
+    to the lower position), within each window of :data:`CHAIN_ROWS` rows, into ``ordered``
+    (B,), the order in which the generation then evaluates them; every four consecutive rows
+    form a group (the last may hold fewer). On
     MNIST batches a group's union holds ~240 pixels for 4 x ~150 non-zero ones (~310 for
     four rows in batch order). The order depends on the batch alone, so a population split
     into any tasks or Ray workers evaluates the same sums.
@@ -175,19 +180,21 @@ def _row_groups(indptr, indices, values, rows, bits, chain, mark, ordered, group
             pix = indices[i]
             bits[q, pix >> 6] |= np.uint64(1) << np.uint64(pix & 63)
         chain[q] = 0  # 1 once the row is in the chain
-    cur = 0
-    for step in range(n):
-        ordered[step] = rows[cur]
-        chain[cur] = 1
-        best, best_d = -1, np.uint64(1 << 62)
-        for j in range(n):
-            if chain[j] == 0:
-                d = np.uint64(0)
-                for w in range(words):
-                    d += _popcount(bits[cur, w] ^ bits[j, w])
-                if d < best_d:
-                    best, best_d = j, d
-        cur = best
+    for w0 in range(0, n, CHAIN_ROWS):  # one chain per window of rows: O(B * CHAIN_ROWS)
+        w1 = min(n, w0 + CHAIN_ROWS)
+        cur = w0
+        for step in range(w0, w1):
+            ordered[step] = rows[cur]
+            chain[cur] = 1
+            best, best_d = -1, np.uint64(1 << 62)
+            for j in range(w0, w1):
+                if chain[j] == 0:
+                    d = np.uint64(0)
+                    for w in range(words):
+                        d += _popcount(bits[cur, w] ^ bits[j, w])
+                    if d < best_d:
+                        best, best_d = j, d
+            cur = best
     p = 0
     groups[0] = n_groups
     groups[1] = 0

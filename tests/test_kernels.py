@@ -141,18 +141,22 @@ def test_lowrank_weighted_sum_exact_terms(dims, n_noise, rank):
                                R.lowrank_weighted_sum(table, offsets, weights, layout, rank), rtol=1e-12, atol=1e-10)
 
 
-def test_row_groups_hold_the_batch(random_case):
-    """Groups of four chained rows: ``ordered`` is the batch permuted, and each group's pixel
-    list and values give back exactly its rows (padding entries are zero)."""
-    layout, theta, x, (indptr, indices, values), y = random_case((50, 8, 3), n_rows=150)
-    rows = np.arange(141, 4, -1, dtype=np.int64)  # 137 rows: a last group of one
+@pytest.mark.parametrize("n_rows", [137, 2 * K.CHAIN_ROWS + 18], ids=["one-chain", "three-chain-windows"])
+def test_row_groups_hold_the_batch(random_case, n_rows):
+    """Groups of four chained rows: ``ordered`` is the batch permuted within each chained
+    window, and each group's pixel list and values give back exactly its rows (padding
+    entries are zero); 137 rows end in a group of one, 530 in a third window of 18 rows."""
+    layout, theta, x, (indptr, indices, values), y = random_case((50, 8, 3), n_rows=n_rows + 10)
+    rows = np.arange(n_rows + 4, 4, -1, dtype=np.int64)
     n_groups = -(-len(rows) // 4)
     ordered = np.zeros(len(rows), np.int64)
     groups = np.zeros(2 + n_groups + n_groups * 53, np.int64)
     group_values = np.zeros(4 * n_groups * 53, np.float32)
     K._row_groups(indptr, indices, values, rows, np.zeros((len(rows), 1), np.uint64), np.zeros(len(rows), np.int64),
                   np.zeros(50, np.int64), ordered, groups, group_values)
-    assert sorted(ordered) == sorted(rows) and groups[0] == n_groups
+    assert groups[0] == n_groups
+    for w0 in range(0, n_rows, K.CHAIN_ROWS):
+        assert sorted(ordered[w0 : w0 + K.CHAIN_ROWS]) == sorted(rows[w0 : w0 + K.CHAIN_ROWS])
     at_pix = n_groups + 2
     for g in range(n_groups):
         p0, p1 = groups[1 + g], groups[2 + g]
@@ -162,7 +166,8 @@ def test_row_groups_hold_the_batch(random_case):
         members = ordered[4 * g : 4 * g + 4]
         np.testing.assert_array_equal(dense[: len(members)], x[members])
         assert not dense[len(members) :].any()
-    # chained: neighbours in the order share more pixels than neighbours in batch order
+    # chained (over windows of K.CHAIN_ROWS rows): neighbours in the order share more pixels
+    # than neighbours in batch order
     def neighbours(order):
         occupied = x[order] != 0
         return np.mean([(occupied[i] != occupied[i + 1]).sum() for i in range(len(order) - 1)])
