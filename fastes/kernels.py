@@ -6,6 +6,10 @@ Every kernel has a NumPy twin in :mod:`fastes.reference` that the tests compare 
 
 A generation runs in phase kernels, each one call:
 
+0. :func:`_row_groups` (batches of :data:`GROUP_MIN_ROWS` rows or more): the batch's rows
+   chained by similar pixels and cut into groups of four, whose sparse products
+   (:func:`_group_rows`) read each noise row once for four rows; the generation evaluates
+   the rows in that order.
 1. :func:`_first_layer`: ``x @ W0 + b0`` once per batch row, shared by every member
    (``x @ (W0 + s E0) = x @ W0 + s * (x @ E0)``); for low-rank noise (and for small
    full-rank populations) every member's first-layer noise projection in the same sparse
@@ -23,7 +27,8 @@ then runs the same task (:func:`_member_task`) on it with signs +-1. The single-
 are compiled without that step.
 
 Inputs reach the kernels as CSR rows (``indptr``, ``indices``, ``values``) plus the batch's
-row numbers: MNIST is 81% zeros and the first layer holds most of the work. Layer geometry
+row numbers, and as the row groups' pixel unions: MNIST is 81% zeros and the first layer
+holds most of the work. Layer geometry
 travels in one int64 array ``geo`` (see :func:`geometry`), run flags in ``flags``, so a call
 unboxes few arguments.
 

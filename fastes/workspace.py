@@ -103,7 +103,7 @@ def check_csr(indptr, indices, values, rows) -> None:
 def population_plan(layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None,
                     scaled=False) -> dict:
     """How a :class:`PopulationWorkspace` runs and what it allocates: ``grouped``, ``serial``,
-    ``n_blocks`` and ``buffers`` (name -> (shape, dtype)). The one place both are derived:
+    ``n_blocks``, ``row_groups`` and ``buffers`` (name -> (shape, dtype)). The one place both are derived:
     the workspace allocates these buffers and :mod:`fastes.memory` adds them up before a
     run starts. ``scaled``: a standard deviation per parameter (full rank only), which needs
     a thread's scaled noise vector (P values)."""
@@ -285,7 +285,7 @@ class PopulationWorkspace:
 
     Created once per run for a given population, batch size and layout (a smaller last
     batch uses the leading rows). :meth:`check` validates a run's arrays once;
-    :meth:`losses` is the hot path: no allocation, three compiled calls at most. A
+    :meth:`losses` is the hot path: no allocation, four compiled calls at most. A
     ``scaled`` workspace takes a standard deviation per parameter (PGPE, SNES).
     """
 
