@@ -22,8 +22,9 @@ from .errors import ConfigError
 
 class Backend(Protocol):
     """What the trainer asks of a backend, once per generation in this order:
-    :meth:`population_losses`, :meth:`noise_sum` (or :meth:`noise_moments`, for a strategy
-    that learns its standard deviations), :meth:`record_step`, :meth:`batch_metrics`.
+    :meth:`population_losses`, :meth:`batch_metrics` (on the same rows, before the step),
+    :meth:`noise_sum` (or :meth:`noise_moments`, for a strategy that learns its standard
+    deviations), :meth:`record_step`.
 
     Attributes
     ----------
@@ -155,7 +156,7 @@ class _InProcess:
 
 
 class LocalNoiseAndMetrics:
-    """Gradient sums and the updated model's batch metrics computed here, by ``self.noise``
+    """Gradient sums and the model's batch metrics computed here, by ``self.noise``
     (:class:`NoiseSum`) and ``self.metrics`` (:class:`ModelMetrics`): the Numba backend's and
     the Ray driver's."""
 
@@ -192,6 +193,7 @@ class NumbaBackend(_InProcess, LocalNoiseAndMetrics):
         )
         self.noise = NoiseSum(config, layout, table)
         self._checked = False
+        self._scored_rows = None  # rows of the last population call, until the step
 
     def population_losses(self, theta, offsets, sigma, rows, generation=None, timings=None):
         """Mean batch loss of every member, shape (n,), float64 (a view reused next call).
@@ -203,8 +205,23 @@ class NumbaBackend(_InProcess, LocalNoiseAndMetrics):
             self.workspace.check(theta, self.table, offsets, self.csr, rows, self.labels,
                                  sigma if self.workspace.scaled else None)
             self._checked = True
-        return self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels, self.loss_code,
-                                     timings=timings)
+        losses = self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels,
+                                       self.loss_code, timings=timings)
+        self._scored_rows = rows
+        return losses
+
+    def batch_metrics(self, theta, rows):
+        """Summed loss and correct count of ``theta`` on training ``rows``. Called between a
+        population call on the same ``rows`` and the step (the trainer's order), they come
+        from that call's first layer; otherwise from a forward pass."""
+        if rows is self._scored_rows:
+            self._scored_rows = None
+            return self.workspace.centre_metrics(self.labels, self.loss_code)
+        return self.metrics(theta, rows)
+
+    def record_step(self, weights, lr):
+        """The step moved the parameters: the last population call's first layer is stale."""
+        self._scored_rows = None
 
 
 class NumpyBackend(_InProcess):

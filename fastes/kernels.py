@@ -797,6 +797,24 @@ def _forward_rows(theta, geo, indptr, indices, values, rows, wt_base, bsc, zeros
                 out[(r0 + q) * n_out + c] = lt[c * stride + q]
 
 
+@njit(**JIT)
+def _base_logits(base, geo, n, wt_base, zeros, hs, lt, out):
+    """Logits (n, C) of the unperturbed model, ``out`` flat, from its first layer ``base``
+    (n, H1) as phase 1 left it (``x @ W0 + b0``, the batch's rows in the generation's order)
+    and ``wt_base``: the model the population is drawn around, scored on its batch with no
+    second sparse pass. One thread, by blocks of ``zeros.shape[0] // H1`` rows."""
+    width0 = geo[G_DIMS, 1]
+    n_out = geo[G_DIMS, geo.shape[1] - 1]
+    stride = lt.shape[0] // n_out
+    block = zeros.shape[0] // width0
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        _tail_block(base, r0 * width0, zeros, np.float32(0.0), wt_base, geo, r1 - r0, hs, lt, stride)
+        for q in range(r1 - r0):
+            for c in range(n_out):
+                out[(r0 + q) * n_out + c] = lt[c * stride + q]
+
+
 def _row_losses_impl(logits, labels, rows, loss_kind, row_loss, row_correct):
     """Per-row loss (float64) and correctness of logits (B, C) against labels[rows]."""
     n_out = logits.shape[1]

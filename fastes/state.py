@@ -50,7 +50,7 @@ class TrainState(ESState):
     epoch, batch : int
         Epoch in progress and index of its next batch.
     loss_sum, correct, seen : float, int, int
-        Running sums over the epoch's batches so far (updated model on its batch).
+        Running sums over the epoch's batches so far (each batch's model, before its step, on it).
     elapsed : float
         Wall seconds of training so far.
     history : list of dict
@@ -74,12 +74,12 @@ class TrainState(ESState):
 
     @property
     def train_loss(self) -> float:
-        """Mean loss of the updated model over the epoch's batches so far (NaN before any)."""
+        """Mean loss of each batch's model (before its step) over the epoch's batches so far (NaN before any)."""
         return self.loss_sum / self.seen if self.seen else float("nan")
 
     @property
     def train_accuracy(self) -> float:
-        """Accuracy of the updated model over the epoch's batches so far (NaN before any)."""
+        """Accuracy of each batch's model (before its step) over the epoch's batches so far (NaN before any)."""
         return self.correct / self.seen if self.seen else float("nan")
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:

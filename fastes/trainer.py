@@ -1,9 +1,10 @@
 """The training loop: thin Python around the population kernels.
 
 Per generation: ask the strategy for noise offsets, let the backend score the population
-on the next batch, shape the losses into noise weights, let the backend sum the weighted
-noise into a gradient estimate, let the strategy step, then score the updated model on
-the same batch (the original program's per-epoch training curve is the mean of those).
+on the next batch, score the model the population is drawn around on that batch (the
+per-epoch training curve is the mean of those; the Numba backend reads it off the
+population call's first layer), shape the losses into noise weights, let the backend sum
+the weighted noise into a gradient estimate, let the strategy step.
 Test loss and accuracy are measured at the end of every epoch and every
 ``eval_every_seconds``. All of it is resumable from a :class:`TrainState`.
 """
@@ -204,8 +205,7 @@ class Trainer:
         timed, started = 0, time.perf_counter()
         while timed < 2 or (time.perf_counter() - started < seconds and timed < self.n_batches):
             rows = self._batch_rows(order, timed)
-            self.generation(probe, rows, self._sigma(probe), self._lr(probe), probe.epoch)
-            self.backend.batch_metrics(probe.theta, rows)
+            self.generation(probe, rows, self._sigma(probe), self._lr(probe), probe.epoch, count=probe)
             timed += 1
             # A budget that would not hold the run's next epoch even at twice the rate just
             # measured plans that one epoch whatever more timing says (short runs, CI)
@@ -256,8 +256,7 @@ class Trainer:
             if self._out_of_budget(state, clock, budget):
                 return False
             rows = self._batch_rows(order, state.batch)
-            self.generation(state, rows, sigma, self._lr(state), state.epoch)
-            self._count_batch(state, rows)
+            self.generation(state, rows, sigma, self._lr(state), state.epoch, count=state)
             budget.done += 1
             self._between_batches(state, clock)
         return True
@@ -293,7 +292,7 @@ class Trainer:
         return False
 
     def _count_batch(self, state: TrainState, rows: np.ndarray) -> None:
-        """Score the updated model on its batch into the epoch's running sums."""
+        """Score the model on its batch, before its step, into the epoch's running sums."""
         loss_sum, correct = self.backend.batch_metrics(state.theta, rows)
         state.loss_sum += loss_sum
         state.correct += correct
@@ -319,17 +318,22 @@ class Trainer:
         state.loss_sum, state.correct, state.seen = 0.0, 0, 0
         clock.evaluated(clock.now())
 
-    def generation(self, state: ESState, rows: np.ndarray, sigma: float, lr: float, epoch: int = 0) -> np.ndarray:
+    def generation(self, state: ESState, rows: np.ndarray, sigma: float, lr: float, epoch: int = 0,
+                   count: TrainState | None = None) -> np.ndarray:
         """One ES generation on training ``rows`` (B,): ask for noise, score the population,
         shape the losses, estimate the gradient, step. Returns the losses, shape (n,).
 
         ``sigma`` is the sigma schedule's value. ``state`` (its parameters, optimizer state,
-        standard deviations and generation) is updated in place."""
+        standard deviations and generation) is updated in place. ``count``: a train state
+        whose epoch sums receive the model's own loss and accuracy on ``rows``, before the
+        step (the Numba backend takes them from the population call's first layer)."""
         es, backend = self.es, self.backend
         offsets = es.ask(state)
         losses = backend.population_losses(state.theta, offsets, es.noise_scale(state, sigma), rows, state.generation)
         if not np.isfinite(losses).all():
             raise DivergenceError(divergence_message(self, state.generation, state.theta, rows, epoch))
+        if count is not None:
+            self._count_batch(count, rows)
         weights = es.weights(losses)
         es.tell(state, es.gradient(backend, offsets, weights), lr)
         backend.record_step(weights, lr)

@@ -18,7 +18,7 @@ from .kernels import (
     F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, FORWARD_BLOCK,
     G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
     PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL, GROUP_MIN_ROWS,
-    _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_losses,
+    _base_logits, _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_losses,
     _member_losses_scaled, _member_losses_scaled_serial, _member_losses_serial, _noise_moments,
     _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros,
     _task_rows, _transpose_layers,
@@ -140,6 +140,11 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "vscratch": ((slots, 6, block + 1), f32),
         "row_loss": ((members * batch,), f64),  # (members, rows) of the current batch, C-ordered
         "out_loss": ((members,), f64),
+        # the centre's batch metrics from phase 1's first layer (PopulationWorkspace.centre_metrics)
+        "centre_zeros": ((block * width0,), f32),
+        "centre_logits": ((batch * dims[-1],), f32),
+        "centre_loss": ((batch,), f64),
+        "centre_correct": ((batch,), np.int64),
         "sscratch": ((slots, layout.size) if scaled else (1, 1), f32),
     }
     # The noise response's sparse products run by groups of four similar rows
@@ -312,6 +317,8 @@ class PopulationWorkspace:
         self.row_loss, self.out_loss, self.sscratch = buffers["row_loss"], buffers["out_loss"], buffers["sscratch"]
         self.bits, self.chain, self.mark = buffers["bits"], buffers["chain"], buffers["mark"]
         self.ordered, self.groups, self.group_values = buffers["ordered"], buffers["groups"], buffers["group_values"]
+        self.centre = {name: buffers[name] for name in ("centre_zeros", "centre_logits", "centre_loss", "centre_correct")}
+        self.last_rows = None  # the rows of the last losses() call, in the order it evaluated them
         self.scaled = bool(scaled)
         self.flags = np.zeros(9, dtype=np.int64)
         self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED, F_THREADS, F_SCALED]] = (
@@ -369,6 +376,7 @@ class PopulationWorkspace:
             _row_groups(indptr, indices, values, rows, self.bits, self.chain, self.mark, self.ordered, self.groups,
                         self.group_values)
             rows = self.ordered[:batch]
+        self.last_rows = rows
         first(theta, table, offsets, sigmas, self.geo, flags, indptr, indices, values, rows, self.groups,
               self.group_values, self.wide, self.base, self.proj, self.wt_base)
         if tick is not None:
@@ -391,6 +399,22 @@ class PopulationWorkspace:
             if tick is not None:
                 _lap(timings, "reduction", tick)
         return self.out_loss
+
+
+    def centre_metrics(self, labels, loss_code) -> tuple[float, int]:
+        """Summed loss and correct count of the unperturbed model of the last :meth:`losses`
+        call on its rows, from the first layer that call left (``base``, ``wt_base``): the
+        model the population was drawn around, scored without a second pass over the batch.
+        Valid until the next :meth:`losses` call."""
+        if self.last_rows is None:
+            raise RuntimeError("centre_metrics needs a losses() call first")
+        rows, c = self.last_rows, self.centre
+        n = len(rows)
+        logits = c["centre_logits"][: n * self.layout.dims[-1]]
+        _base_logits(self.base, self.geo, n, self.wt_base, c["centre_zeros"], self.hscratch[0], self.lscratch[0], logits)
+        loss, correct = c["centre_loss"][:n], c["centre_correct"][:n]
+        _row_losses(logits.reshape(n, -1), labels, rows, loss_code, loss, correct)
+        return float(loss.sum()), int(correct.sum())
 
 
 def _clock() -> float:

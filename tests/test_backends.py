@@ -30,3 +30,27 @@ def test_each_backend_defines_every_method_with_the_protocol_arguments(cls):
 def test_local_backends_say_their_threads(backend):
     threads = Trainer(preset("seed").replace(dataset="digits", backend=backend)).backend.threads
     assert (threads is None) == (backend == "numpy")
+
+
+@pytest.mark.parametrize("batch_size", [64, 200], ids=["rows", "row-groups"])
+def test_numba_batch_metrics_from_the_population_call_then_fresh_after_a_step(batch_size):
+    """Between a population call and the step, the Numba backend scores the model from that
+    call's first layer; after the step (record_step) it runs a forward pass on the new
+    parameters, never the stale first layer; both agree with the NumPy backend."""
+    import numpy as np
+
+    config = preset("quick").replace(batch_size=batch_size)
+    fast, slow = Trainer(config), Trainer(config.replace(backend="numpy"))
+    state = fast.initial_state()
+    rows = np.arange(batch_size, dtype=np.int64)[::-1].copy()
+    offsets = fast.es.ask(state)
+    fast.backend.population_losses(state.theta, offsets, config.sigma, rows)
+    before = fast.backend.batch_metrics(state.theta, rows)
+    want = slow.backend.batch_metrics(state.theta, rows)
+    assert before[1] == want[1] and before[0] == pytest.approx(want[0], rel=1e-5)
+    moved = state.theta + np.float32(0.05)
+    fast.backend.record_step(np.zeros(len(offsets)), 0.1)
+    after = fast.backend.batch_metrics(moved, rows)
+    want = slow.backend.batch_metrics(moved, rows)
+    assert after[1] == want[1] and after[0] == pytest.approx(want[0], rel=1e-5)
+    assert after != before

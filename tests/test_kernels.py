@@ -241,3 +241,20 @@ def test_cached_kernels_run_in_a_fresh_process():
     for _ in range(2):  # the second run loads what the first one cached
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and done.stdout.strip() == "(200, 5)", done.stderr[-500:]
+
+
+@pytest.mark.parametrize("rows", ROW_SETS)
+@pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss", CASES)
+def test_centre_metrics_equal_a_forward_pass(table, random_case, dims, antithetic, perturbation, rank, loss, rows):
+    """The model's own batch metrics read off a population call's first layer equal a
+    forward pass's (the rows in the call's order: the same correct count, the loss summed in
+    another order)."""
+    layout, theta, x, csr, y = random_case(dims, n_rows=140)
+    rows = rows.astype(np.int64)
+    offsets = member_offsets(1, 2, 6, layout.noise_size(perturbation, rank))
+    ws = W.PopulationWorkspace(layout, 6, antithetic, len(rows), perturbation, rank)
+    ws.losses(theta, table, offsets, 0.05, csr, rows, y, K.LOSS_CODES[loss])
+    got = ws.centre_metrics(y, K.LOSS_CODES[loss])
+    want = W.ForwardWorkspace(layout, len(rows)).metrics(theta, csr, rows, y, K.LOSS_CODES[loss])
+    assert got[1] == want[1]
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
