@@ -291,10 +291,14 @@ def _noise_block(table, off, k, geo, lowrank, rank, grouped, proj, batch, r0, r1
         inv_sqrt_r = np.float32(1.0 / math.sqrt(rank))
         for q in range(n):
             o = np.uint64(q * width0)
-            for j in range(width0):
-                zs[o + np.uint64(j)] = table[e0 + np.uint64(j)]
-            for f in range(rank):
-                uq = proj[(k * batch + r0 + q) * rank + f] * inv_sqrt_r
+            at = (k * batch + r0 + q) * rank
+            uq = proj[at] * inv_sqrt_r
+            b0 = np.uint64(off + geo[G_LRB, 0])
+            for j in range(width0):  # the bias and the first factor in one pass
+                u = np.uint64(j)
+                zs[o + u] = table[e0 + u] + uq * table[b0 + u]
+            for f in range(1, rank):
+                uq = proj[at + f] * inv_sqrt_r
                 b0 = np.uint64(off + geo[G_LRB, 0] + f * width0)
                 for j in range(width0):
                     u = np.uint64(j)
