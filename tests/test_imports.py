@@ -15,18 +15,32 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fastes"
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module name -> names of the package's modules it imports."""
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    """Module name -> names of the package's modules it imports. A subpackage's modules are
+    named with dots (``kernels.sparse``), its ``__init__`` by the subpackage (``kernels``)."""
+    files = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+            if not parts:
+                continue  # the package's own __init__
+            files[".".join(parts)] = (path, parts)
+        else:
+            files[".".join(parts)] = (path, parts[:-1])
     graph = {}
-    for name in modules:
+    for name, (path, package) in files.items():
         edges = set()
-        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    edges.add(node.module.split(".")[0])
-                else:
-                    edges.update(alias.name for alias in node.names)
-        graph[name] = {m for m in edges if m in modules and m != "__init__"} - {name}
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                base = list(package[: len(package) - (node.level - 1)])
+                targets = [node.module] if node.module else [alias.name for alias in node.names]
+                for target in targets:
+                    dotted = ".".join(base + target.split("."))
+                    while dotted and dotted not in files:  # `from .kernels.sparse import x` -> a module
+                        dotted = dotted.rpartition(".")[0]
+                    if dotted:
+                        edges.add(dotted)
+        graph[name] = edges - {name}
     return graph
 
 
