@@ -8,7 +8,7 @@ from fastes.bench import CONFIGS, PHASES, Generation, bench_config, useful_macs
 
 def _enumerated_macs(config, dims, nnz):
     """The same count, term by term as a generation does the work."""
-    d, widths = dims[0], dims[1:]
+    widths = dims[1:]
     batch, members, n_noise = config.batch_size, config.population, config.n_noise
     total = nnz * widths[0]                                    # x @ W0, shared by all members
     for _ in range(n_noise):                                   # each noise vector, signs shared
