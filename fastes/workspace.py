@@ -220,9 +220,15 @@ class ForwardWorkspace:
     def metrics(self, theta, csr, rows, labels, loss_code) -> tuple[float, int]:
         """Summed loss and correct count of the model on ``rows``."""
         n = len(rows)
-        logits = self.logits_of(theta, csr, rows)
-        _row_losses(logits, labels, rows, loss_code, self.row_loss[:n], self.row_correct[:n])
-        return float(self.row_loss[:n].sum()), int(self.row_correct[:n].sum())
+        return _summed_metrics(self.logits_of(theta, csr, rows), labels, rows, loss_code, self.row_loss[:n],
+                               self.row_correct[:n])
+
+
+def _summed_metrics(logits, labels, rows, loss_code, row_loss, row_correct) -> tuple[float, int]:
+    """Summed loss (float) and correct count (int) of ``logits`` (B, C) against ``labels[rows]``,
+    through the (B,) buffers ``row_loss`` and ``row_correct``."""
+    _row_losses(logits, labels, rows, loss_code, row_loss, row_correct)
+    return float(row_loss.sum()), int(row_correct.sum())
 
 
 def forward_logits(theta, layout, csr, rows, out=None) -> np.ndarray:
@@ -317,7 +323,8 @@ class PopulationWorkspace:
         self.row_loss, self.out_loss, self.sscratch = buffers["row_loss"], buffers["out_loss"], buffers["sscratch"]
         self.bits, self.chain, self.mark = buffers["bits"], buffers["chain"], buffers["mark"]
         self.ordered, self.groups, self.group_values = buffers["ordered"], buffers["groups"], buffers["group_values"]
-        self.centre = {name: buffers[name] for name in ("centre_zeros", "centre_logits", "centre_loss", "centre_correct")}
+        self.centre = {name: buffers[name]
+                       for name in ("centre_zeros", "centre_logits", "centre_loss", "centre_correct")}
         self.last_rows = None  # the rows of the last losses() call, in the order it evaluated them
         self.scaled = bool(scaled)
         self.flags = np.zeros(9, dtype=np.int64)
@@ -390,8 +397,8 @@ class PopulationWorkspace:
                     self.vscratch, self.sscratch, row_loss, self.out_loss)
         else:
             members(table, offsets, np.float32(sigma), self.geo, flags, csr, self.groups, self.group_values, rows,
-                    labels, self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
-                    self.vscratch, row_loss, self.out_loss)
+                    labels, self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch,
+                    self.lscratch, self.vscratch, row_loss, self.out_loss)
         if tick is not None:
             tick = _lap(timings, "members", tick)
         if self.n_blocks > 1 and phases >= PHASE_LOSS:
@@ -399,7 +406,6 @@ class PopulationWorkspace:
             if tick is not None:
                 _lap(timings, "reduction", tick)
         return self.out_loss
-
 
     def centre_metrics(self, labels, loss_code) -> tuple[float, int]:
         """Summed loss and correct count of the unperturbed model of the last :meth:`losses`
@@ -411,10 +417,10 @@ class PopulationWorkspace:
         rows, c = self.last_rows, self.centre
         n = len(rows)
         logits = c["centre_logits"][: n * self.layout.dims[-1]]
-        _base_logits(self.base, self.geo, n, self.wt_base, c["centre_zeros"], self.hscratch[0], self.lscratch[0], logits)
-        loss, correct = c["centre_loss"][:n], c["centre_correct"][:n]
-        _row_losses(logits.reshape(n, -1), labels, rows, loss_code, loss, correct)
-        return float(loss.sum()), int(correct.sum())
+        _base_logits(self.base, self.geo, n, self.wt_base, c["centre_zeros"], self.hscratch[0], self.lscratch[0],
+                     logits)
+        return _summed_metrics(logits.reshape(n, -1), labels, rows, loss_code, c["centre_loss"][:n],
+                               c["centre_correct"][:n])
 
 
 def _clock() -> float:

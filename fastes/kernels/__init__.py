@@ -111,6 +111,7 @@ from .dense import (  # noqa: E402
     _LOG2E,
     _SQRT2,
     _base_logits,
+    _block_logits,
     _block_loss,
     _dense_rows,
     _forward_rows,

@@ -277,11 +277,8 @@ def _forward_rows(theta, geo, indptr, indices, values, rows, wt_base, bsc, zeros
 
     One thread: a batch's metrics are too little work to share out, a test-set evaluation
     takes milliseconds, and one compiled variant instead of two saves 1.9 s of a first run."""
-    n_layers = geo.shape[1] - 1
     width0 = geo[G_DIMS, 1]
-    n_out = geo[G_DIMS, n_layers]
     batch = rows.shape[0]
-    stride = lsc.shape[1] // n_out
     block = zeros.shape[0] // width0
     b0 = np.uint64(geo[G_B, 0])
     for blk in range((batch + block - 1) // block):
@@ -295,10 +292,7 @@ def _forward_rows(theta, geo, indptr, indices, values, rows, wt_base, bsc, zeros
             at = np.uint64(q * width0)
             for j in range(width0):
                 bs[at + np.uint64(j)] += theta[b0 + np.uint64(j)]
-        _tail_block(bs, 0, zeros, np.float32(0.0), wt_base, geo, r1 - r0, hsc[t], lt, stride)
-        for q in range(r1 - r0):
-            for c in range(n_out):
-                out[(r0 + q) * n_out + c] = lt[c * stride + q]
+        _block_logits(bs, 0, geo, r0, r1, wt_base, zeros, hsc[t], lt, out)
 
 
 @njit(**JIT)
@@ -308,15 +302,23 @@ def _base_logits(base, geo, n, wt_base, zeros, hs, lt, out):
     and ``wt_base``: the model the population is drawn around, scored on its batch with no
     second sparse pass. One thread, by blocks of ``zeros.shape[0] // H1`` rows."""
     width0 = geo[G_DIMS, 1]
-    n_out = geo[G_DIMS, geo.shape[1] - 1]
-    stride = lt.shape[0] // n_out
     block = zeros.shape[0] // width0
     for r0 in range(0, n, block):
-        r1 = min(n, r0 + block)
-        _tail_block(base, r0 * width0, zeros, np.float32(0.0), wt_base, geo, r1 - r0, hs, lt, stride)
-        for q in range(r1 - r0):
-            for c in range(n_out):
-                out[(r0 + q) * n_out + c] = lt[c * stride + q]
+        _block_logits(base, r0 * width0, geo, r0, min(n, r0 + block), wt_base, zeros, hs, lt, out)
+
+
+@njit(**JIT)
+def _block_logits(first, first_at, geo, r0, r1, wt_base, zeros, hs, lt, out):
+    """Rows ``r0:r1`` of the unperturbed model's logits, ``out`` flat (B, C), from their first
+    layer ``x @ W0 + b0`` at ``first[first_at:]``: the later layers (:func:`_tail_block`, no
+    noise) into ``lt``, then copied row-major. Shared by :func:`_forward_rows` and
+    :func:`_base_logits`."""
+    n_out = geo[G_DIMS, geo.shape[1] - 1]
+    stride = lt.shape[0] // n_out
+    _tail_block(first, first_at, zeros, np.float32(0.0), wt_base, geo, r1 - r0, hs, lt, stride)
+    for q in range(r1 - r0):
+        for c in range(n_out):
+            out[(r0 + q) * n_out + c] = lt[c * stride + q]
 
 
 def _row_losses_impl(logits, labels, rows, loss_kind, row_loss, row_correct):

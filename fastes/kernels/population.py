@@ -11,7 +11,8 @@ import numpy as np
 from numba import njit, prange
 
 from .common import (
-    F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, GATHER_COLUMNS, G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_W, JIT, PHASE_LAYERS, PHASE_LOSS, _compiled,
+    F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, GATHER_COLUMNS,
+    G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_W, JIT, PHASE_LAYERS, PHASE_LOSS, _compiled,
 )
 from .sparse import _group_rows, _sparse_rows, _task_rows
 from .dense import _block_loss, _perturbed_transposed, _tail_block, _transpose_layers
