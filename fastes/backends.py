@@ -10,6 +10,7 @@ backend does is the :class:`Backend` protocol; the trainer picks one by name.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numba
@@ -100,10 +101,13 @@ class NoiseSum:
         self.grad = np.empty(layout.size, dtype=np.float64)
         self.square = np.empty(layout.size if config.learns_sigma else 0, dtype=np.float64)
         self.stacks = workspace.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
-        # The low-rank gradient's products run in BLAS on one thread: BLAS threads left
-        # spinning after a call take the cores from the next kernel's threads (and the
-        # kernels' OpenMP threads from BLAS), which cost 6x the product itself here.
+        # The low-rank gradient's products run in BLAS limited to one thread, by blocks on
+        # a pool of this process's kernel threads: BLAS's own threads, left spinning after a
+        # call, take the cores from the next kernel's threads (and the kernels' OpenMP threads
+        # from BLAS), which cost 6x the product itself here; the pool's wait idle.
         self.blas = ThreadpoolController() if self.lowrank else None
+        threads = numba.get_num_threads()
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="fastes-gemm") if self.lowrank and threads > 1 else None
 
     def noise_sum(self, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64 (a buffer
@@ -111,7 +115,7 @@ class NoiseSum:
         if self.lowrank:
             with self.blas.limit(limits=1, user_api="blas"):
                 return workspace.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.rank,
-                                                    self.grad, self.stacks)
+                                                    self.grad, self.stacks, self.pool)
         kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
         return self.grad
 

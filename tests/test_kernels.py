@@ -113,6 +113,20 @@ def test_lowrank_weighted_sum_matches_reference(table, random_case, rank):
                                R.lowrank_weighted_sum(table, offsets, weights, layout, rank), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_lowrank_weighted_sum_same_bits_on_a_pool(table, workers):
+    """The gradient's GEMM blocks give the same sums on any pool as in order here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    layout = ParamLayout((3 * W.GRADIENT_BLOCKS + 2, W.GRADIENT_BLOCKS + 1, 5))  # short last blocks
+    offsets = member_offsets(3, 4, 9, layout.lowrank_size(2))
+    weights = np.random.default_rng(2).standard_normal(9)
+    alone = W.lowrank_weighted_sum(table, offsets, weights, layout, 2)
+    with ThreadPoolExecutor(workers) as pool:
+        pooled = W.lowrank_weighted_sum(table, offsets, weights, layout, 2, pool=pool)
+    assert np.array_equal(alone, pooled)
+
+
 def _integer_noise(layout, n_noise, rank, seed=0):
     """A table of small integers (as float32) and offsets into it: the reference's float32
     products ``A.T @ B`` (at most rank * 64) and their division by sqrt(rank) for rank 1 or 4

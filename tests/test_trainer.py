@@ -80,8 +80,9 @@ def test_same_seed_same_model_other_seed_differs():
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-def test_threads_do_not_change_results():
-    cfg = QUICK.replace(epochs=1)
+@pytest.mark.parametrize("perturbation", ["full", "lowrank"])
+def test_threads_do_not_change_results(perturbation):
+    cfg = QUICK.replace(epochs=1, perturbation=perturbation)
     a = Trainer(cfg.replace(threads=1)).run(max_generations=15).theta
     b = Trainer(cfg.replace(threads=2)).run(max_generations=15).theta
     assert np.array_equal(a, b)

@@ -45,6 +45,11 @@ GROUP_MIN_ROWS = 128
 #: 0.3 ms for 256 MNIST rows, so a larger batch is chained by windows of this many (a
 #: multiple of four: no group straddles two windows).
 CHAIN_ROWS = 256
+#: libgomp's spin rounds before an idle kernel thread sleeps (``GOMP_SPINCOUNT``, set in
+#: :mod:`fastes.kernels`): the seed preset's 8 epochs took the same wall time as with the
+#: default 300,000 (paired runs, ratio 1.02), and the low-rank gradient's GEMM blocks got
+#: their second core back.
+OMP_SPIN_COUNT = 20000
 #: Populations x batch rows up to which a generation runs on one thread: below it, a
 #: fork/join per phase costs more than the arithmetic it would share out.
 SERIAL_MAX_MEMBER_ROWS = 4096
