@@ -16,12 +16,12 @@ import numpy as np
 
 from .kernels import (
     F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, FORWARD_BLOCK,
-    G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
+    G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GROUPED_MAX_WIDTH, LOSS_CODES,
     PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL, GROUP_MIN_ROWS,
     _base_logits, _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_losses,
     _member_losses_scaled, _member_losses_scaled_serial, _member_losses_serial, _noise_moments,
     _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros,
-    _task_rows, _transpose_layers,
+    _gathered_members, _task_rows, _transpose_layers,
 )
 
 
@@ -117,7 +117,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
     # the population's first-layer width is small.
     grouped = lowrank or n_noise * width0 <= GROUPED_MAX_WIDTH
     cols = rank if lowrank else width0
-    gathered = min(max(1, GATHER_COLUMNS // cols), n_noise) * cols if grouped else 0
+    gathered = int(_gathered_members(n_noise, cols)) * cols if grouped else 0
     n_threads = threads or numba.get_num_threads()
     if serial is None:
         serial = n_threads == 1 or members * batch <= SERIAL_MAX_MEMBER_ROWS

@@ -100,6 +100,7 @@ from .common import (  # noqa: E402  (after the thread pool starts)
     PHASE_LOSS,
     GROUPED_MAX_WIDTH,
     GATHER_COLUMNS,
+    _gathered_members,
     FORWARD_BLOCK,
     ROW_GROUP,
     FIRST_LAYER_PARALLEL,

@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from .common import (
     F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, GATHER_COLUMNS,
-    G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_W, JIT, PHASE_LAYERS, PHASE_LOSS, _compiled,
+    G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_W, JIT, PHASE_LAYERS, PHASE_LOSS, _compiled, _gathered_members,
 )
 from .sparse import _group_rows, _sparse_rows, _task_rows
 from .dense import _block_loss, _perturbed_transposed, _tail_block, _transpose_layers
@@ -98,11 +98,11 @@ def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices
             base[at + np.uint64(j)] += theta[b0 + np.uint64(j)]
     if flags[F_GROUPED] != 0:
         cols = rank if lowrank else width0
-        per_block = max(1, GATHER_COLUMNS // cols)
+        per_block = _gathered_members(n_noise, cols)
         n_cb = (n_noise + per_block - 1) // per_block
-        # few column blocks (small populations) also split the rows, each part gathering
-        # its block again: 2 x 15 us of gathering beats one thread doing everything
-        n_rc = min(max(1, (2 * flags[F_THREADS] + n_cb - 1) // n_cb), max(1, batch // 16))
+        # fewer column blocks than threads (small populations) also split the rows, each
+        # part gathering its block again
+        n_rc = min(max(1, (flags[F_THREADS] + n_cb - 1) // n_cb), max(1, batch // 16))
         chunk = ((batch + n_rc - 1) // n_rc + 3) // 4 * 4  # whole groups of rows (_row_groups)
         for task in prange(n_cb * n_rc):
             w = wide[numba.get_thread_id()]
