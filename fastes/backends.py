@@ -107,7 +107,8 @@ class NoiseSum:
         # from BLAS), which cost 6x the product itself here; the pool's wait idle.
         self.blas = ThreadpoolController() if self.lowrank else None
         threads = numba.get_num_threads()
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="fastes-gemm") if self.lowrank and threads > 1 else None
+        gemm_threads = threads if self.lowrank and threads > 1 else 0
+        self.pool = ThreadPoolExecutor(gemm_threads, thread_name_prefix="fastes-gemm") if gemm_threads else None
 
     def noise_sum(self, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64 (a buffer

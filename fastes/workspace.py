@@ -15,13 +15,13 @@ import numba
 import numpy as np
 
 from .kernels import (
-    F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, FORWARD_BLOCK,
-    G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GROUPED_MAX_WIDTH, LOSS_CODES,
+    F_BLOCKS, F_GATHERED, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, FORWARD_BLOCK,
+    G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
     PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL, GROUP_MIN_ROWS,
     _base_logits, _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_losses,
     _member_losses_scaled, _member_losses_scaled_serial, _member_losses_serial, _noise_moments,
     _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros,
-    _gathered_members, _task_rows, _transpose_layers,
+    _task_rows, _transpose_layers,
 )
 
 
@@ -103,7 +103,8 @@ def check_csr(indptr, indices, values, rows) -> None:
 def population_plan(layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None,
                     scaled=False) -> dict:
     """How a :class:`PopulationWorkspace` runs and what it allocates: ``grouped``, ``serial``,
-    ``n_blocks``, ``row_groups`` and ``buffers`` (name -> (shape, dtype)). The one place both are derived:
+    ``serial_first_layer``, ``gathered_members``, ``n_blocks``, ``row_groups`` and ``buffers``
+    (name -> (shape, dtype)). The one place both are derived:
     the workspace allocates these buffers and :mod:`fastes.memory` adds them up before a
     run starts. ``scaled``: a standard deviation per parameter (full rank only), which needs
     a thread's scaled noise vector (P values)."""
@@ -117,7 +118,12 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
     # the population's first-layer width is small.
     grouped = lowrank or n_noise * width0 <= GROUPED_MAX_WIDTH
     cols = rank if lowrank else width0
-    gathered = int(_gathered_members(n_noise, cols)) * cols if grouped else 0
+    # Noise vectors per gathered block: up to GATHER_COLUMNS columns, and at least two
+    # blocks, so that two threads share the gathering of a small population (the seed
+    # config's first layer: 100 us with one block that each of four row parts gathered
+    # again, 70 us with two blocks).
+    gathered_members = max(1, min(GATHER_COLUMNS // cols, (n_noise + 1) // 2)) if grouped else 1
+    gathered = gathered_members * cols if grouped else 0
     n_threads = threads or numba.get_num_threads()
     if serial is None:
         serial = n_threads == 1 or members * batch <= SERIAL_MAX_MEMBER_ROWS
@@ -165,7 +171,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
     # both threads long before the members' work is (the seed config: 64 rows x 144 columns).
     serial_first_layer = n_threads == 1 or batch * (width0 + (n_noise * cols if grouped else 0)) < FIRST_LAYER_PARALLEL
     return {"grouped": bool(grouped), "serial": bool(serial), "serial_first_layer": bool(serial_first_layer),
-            "n_blocks": n_blocks, "row_groups": n_groups > 0, "buffers": buffers}
+            "gathered_members": gathered_members, "n_blocks": n_blocks, "row_groups": n_groups > 0, "buffers": buffers}
 
 
 def plan_bytes(plan: dict) -> int:
@@ -327,10 +333,10 @@ class PopulationWorkspace:
                        for name in ("centre_zeros", "centre_logits", "centre_loss", "centre_correct")}
         self.last_rows = None  # the rows of the last losses() call, in the order it evaluated them
         self.scaled = bool(scaled)
-        self.flags = np.zeros(9, dtype=np.int64)
-        self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED, F_THREADS, F_SCALED]] = (
+        self.flags = np.zeros(10, dtype=np.int64)
+        self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED, F_THREADS, F_SCALED, F_GATHERED]] = (
             self.n_signs, self.lowrank, self.rank, self.n_blocks, self.grouped, threads or numba.get_num_threads(),
-            self.scaled,
+            self.scaled, plan["gathered_members"],
         )
         self.no_sigmas = np.ones(1, dtype=np.float32)  # the first layer's placeholder for a single sigma
         if self.scaled:

@@ -19,7 +19,7 @@ LOSS_CODES = {"mse": LOSS_MSE, "cross-entropy": LOSS_CROSS_ENTROPY}
 # Rows of ``geo``: per layer l (columns), its widths and offsets.
 G_DIMS, G_W, G_B, G_T, G_LRA, G_LRB, G_LRE = range(7)
 # Entries of ``flags``.
-F_SIGNS, F_LOWRANK, F_RANK, F_LOSS, F_BLOCKS, F_GROUPED, F_PHASES, F_THREADS, F_SCALED = range(9)
+F_SIGNS, F_LOWRANK, F_RANK, F_LOSS, F_BLOCKS, F_GROUPED, F_PHASES, F_THREADS, F_SCALED, F_GATHERED = range(10)
 #: ``flags[F_PHASES]``: how much of a member's work to do (the profile times each prefix).
 PHASE_NOISE, PHASE_LAYERS, PHASE_LOSS = 1, 2, 3
 
@@ -29,15 +29,6 @@ GROUPED_MAX_WIDTH = 256
 #: Noise columns gathered per block of the grouped first layer: (784 x 128) float32 is
 #: 400 KB, which stays in L2 while every row of the batch reads it.
 GATHER_COLUMNS = 128
-
-
-@njit(**JIT)
-def _gathered_members(n_noise, cols):
-    """Noise vectors per block of the grouped first layer (``cols`` columns each): up to
-    :data:`GATHER_COLUMNS` columns, and at least two blocks, so that two threads share
-    the gathering of a small population (the seed config's first layer: 100 us with one
-    block gathered by both threads, 70 us with two)."""
-    return max(1, min(GATHER_COLUMNS // cols, (n_noise + 1) // 2))
 
 
 #: Rows per task of the unperturbed forward pass.

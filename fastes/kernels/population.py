@@ -11,8 +11,8 @@ import numpy as np
 from numba import njit, prange
 
 from .common import (
-    F_BLOCKS, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, GATHER_COLUMNS,
-    G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_W, JIT, PHASE_LAYERS, PHASE_LOSS, _compiled, _gathered_members,
+    F_BLOCKS, F_GATHERED, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS,
+    G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_W, JIT, PHASE_LAYERS, PHASE_LOSS, _compiled,
 )
 from .sparse import _group_rows, _sparse_rows, _task_rows
 from .dense import _block_loss, _perturbed_transposed, _tail_block, _transpose_layers
@@ -98,7 +98,7 @@ def _first_layer_impl(theta, table, offsets, sigmas, geo, flags, indptr, indices
             base[at + np.uint64(j)] += theta[b0 + np.uint64(j)]
     if flags[F_GROUPED] != 0:
         cols = rank if lowrank else width0
-        per_block = _gathered_members(n_noise, cols)
+        per_block = flags[F_GATHERED]  # noise vectors per gathered block (population_plan)
         n_cb = (n_noise + per_block - 1) // per_block
         # fewer column blocks than threads (small populations) also split the rows, each
         # part gathering its block again
