@@ -104,7 +104,7 @@ class NoiseSum:
         # The low-rank gradient's products run in BLAS limited to one thread, by blocks on
         # a pool of this process's kernel threads: BLAS's own threads, left spinning after a
         # call, take the cores from the next kernel's threads (and the kernels' OpenMP threads
-        # from BLAS), which cost 6x the product itself here; the pool's wait idle.
+        # from BLAS), which cost 6x the product itself here; the pool's threads wait idle.
         self.blas = ThreadpoolController() if self.lowrank else None
         threads = numba.get_num_threads()
         gemm_threads = threads if self.lowrank and threads > 1 else 0

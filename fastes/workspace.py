@@ -505,9 +505,9 @@ def lowrank_stacks(layout, n_noise: int, rank: int) -> list[tuple[np.ndarray, np
 
 #: Blocks of output rows each BLAS product of :func:`lowrank_weighted_sum` is cut into, on
 #: a pool's threads when one is given: the same blocks (the same sums, bit for bit) for any
-#: thread count. Measured on the default preset's generation (784 x 2048 x 128, two
-#: threads): 5.0-5.6 ms by 4 or 2 blocks, 6.0-6.8 by 128-row blocks, 9.4 by 64-row ones, 8.6
-#: in one product on one thread.
+#: thread count. The whole sum of the default preset's generation (784 x 2048 x 128, its
+#: gathers included), two threads: 5.0-5.8 ms by 4 or 2 blocks, 6.0-6.8 by 128-row blocks,
+#: 9.4 by 64-row ones, 8.6-9.4 in one product on one thread.
 GRADIENT_BLOCKS = 4
 
 

@@ -61,9 +61,9 @@ from .common import OMP_SPIN_COUNT
 # After each parallel region Numba's OpenMP threads spin before they sleep (300,000 rounds
 # by libgomp's default), and while they spin a thread that is not Numba's finds its core
 # taken: the low-rank gradient's two GEMM threads (a BLAS pool) took 7.9 ms right after a
-# kernel, 4.0 ms with no kernel before them. A shorter spin still covers the gaps between
-# a generation's kernels. libgomp reads it when it loads (below, unless another library
-# loaded it first); a value the user sets wins.
+# kernel, 4.0 ms with no kernel before them, and 4.7 ms after one with this shorter spin,
+# which still covers the gaps between a generation's kernels. libgomp reads it when it
+# loads (below, unless another library loaded it first); a value the user sets wins.
 os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_COUNT))
 
 # Kernels find their per-thread scratch with numba.get_thread_id(), which reads state that

@@ -48,9 +48,10 @@ GROUP_MIN_ROWS = 128
 #: multiple of four: no group straddles two windows).
 CHAIN_ROWS = 256
 #: libgomp's spin rounds before an idle kernel thread sleeps (``GOMP_SPINCOUNT``, set in
-#: :mod:`fastes.kernels`): the seed preset's 8 epochs took the same wall time as with the
-#: default 300,000 (paired runs, ratio 1.02), and the low-rank gradient's GEMM blocks got
-#: their second core back.
+#: :mod:`fastes.kernels`): about 1.4 ms of spinning after a kernel here, where the default
+#: 300,000 spun 5-7 ms. The seed preset's 100 epochs took the same wall time with either
+#: (paired runs, ratio 1.01), and the low-rank gradient's GEMM blocks got their second core
+#: back.
 OMP_SPIN_COUNT = 20000
 #: Populations x batch rows up to which a generation runs on one thread: below it, a
 #: fork/join per phase costs more than the arithmetic it would share out.
