@@ -31,7 +31,7 @@ from importlib.metadata import version
 import numpy as np
 
 from fastes.config import Config
-from fastes.data import Dataset, epoch_order
+from fastes.io.data import Dataset, epoch_order
 from fastes.layout import ParamLayout
 
 #: The compared configurations (fastes Config overrides; the rest is the seed preset).
@@ -410,7 +410,7 @@ def train(runner, stream: BatchStream, schedule: list[float], k: int,
 def score_test(theta: np.ndarray, config: Config, dataset: Dataset, chunk: int = 2000) -> float:
     """Test accuracy of parameters ``theta`` (P,) of ``config``'s network with fastes' NumPy
     reference forward pass: the one evaluator of every tool."""
-    from fastes.reference import forward_logits
+    from fastes.backends.reference import forward_logits
 
     layout = ParamLayout.for_mlp(dataset.n_features, config.hidden, dataset.n_classes)
     correct = 0

@@ -93,7 +93,7 @@ def report_times(seconds: float) -> list[float]:
 
 def work(tool: str, config_name: str, seconds: float, every: float) -> dict:
     """Train ``tool`` on ``config_name`` for ``seconds`` in this process; its measurements."""
-    from fastes.data import load_dataset
+    from fastes.io.data import load_dataset
     from fastes.memory import peak_rss_mb
 
     threads = cores()
@@ -163,7 +163,7 @@ def measure(configs: list[str], tool_names: list[str], seconds: float, every: fl
             run["load_before"] = round(load, 2)
             print("    " + summary_line(run, seconds), flush=True)
             runs.append(run)
-    from fastes.bench import cpu_model
+    from fastes.cli.bench import cpu_model
 
     return {
         "cpu": cpu_model(),
@@ -236,7 +236,7 @@ def render_markdown(result: dict) -> str:
         "- Test accuracy at T s: the parameters are copied at the first generation boundary at or after 1, 2, 4, 8, "
         f"16 s, every {result['eval_every']:g} s and at the end (a tool runs chunks of generations of about 0.05 s "
         "between looks at the clock); the accuracy at T is that of the first copy taken at or after T, scored after "
-        "training by one NumPy forward pass (fastes.reference) on the 10,000 test images.",
+        "training by one NumPy forward pass (fastes.backends.reference) on the 10,000 test images.",
         "- ms / generation: training time over generations; vs fastes: that over fastes' figure. For the "
         "backpropagation row a generation is one Adam step on a batch of 256.",
         "- Peak RSS: the peak resident memory of the tool's process at the end of training (interpreter, "

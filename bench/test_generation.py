@@ -1,4 +1,4 @@
-"""One ES generation per config of fastes.bench.CONFIGS, on each backend.
+"""One ES generation per config of fastes.cli.bench.CONFIGS, on each backend.
 
 ``pytest bench --benchmark-only`` times them, each config's two backends side by side in one
 group; plain ``pytest`` runs each once as a smoke test (``--benchmark-disable`` in addopts).
@@ -14,7 +14,7 @@ Tracking speed across commits (the README's "Benchmarks" section):
 import numpy as np
 import pytest
 
-from fastes.bench import CONFIGS, Generation
+from fastes.cli.bench import CONFIGS, Generation
 
 # The NumPy reference takes seconds per generation at population 4096: time it only where
 # it finishes in reasonable time; `fastes bench` times every pair.

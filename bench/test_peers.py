@@ -9,7 +9,7 @@ import pytest
 
 import peer_tools as tools
 import peers
-from fastes.data import epoch_order, load_dataset
+from fastes.io.data import epoch_order, load_dataset
 
 
 def test_schedule_holds_early_times_report_times_and_the_end():

@@ -8,7 +8,7 @@ Compare with `pytest bench --benchmark-only -k ray_overhead --benchmark-group-by
 import numpy as np
 import pytest
 
-from fastes.bench import Generation
+from fastes.cli.bench import Generation
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 

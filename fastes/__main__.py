@@ -1,6 +1,6 @@
 """``python -m fastes``: the ``fastes`` command, for environments without its console script."""
 
-from .cli import entry
+from .cli.main import entry
 
 if __name__ == "__main__":
     entry()

@@ -3,7 +3,7 @@
 
 Each option is declared once, as a :class:`Config` field with an :class:`Option` in its
 metadata (help text, values, flag, estimator parameter, whether ``--resume`` may change
-it). The value checks here, the ``fastes train`` flags (:mod:`fastes.cli`), the TOML keys,
+it). The value checks here, the ``fastes train`` flags (:mod:`fastes.cli.main`), the TOML keys,
 the estimator's parameters (:mod:`fastes.estimator`) and the README's options table are
 all derived from it.
 """
@@ -30,7 +30,7 @@ else:  # pyproject.toml installs tomli, tomllib's original, on Python 3.10
 
 #: Ranges of real-valued options (intervals as written in the README's options table).
 POSITIVE, NON_NEGATIVE, UNIT, FACTOR = "(0, inf)", "[0, inf)", "[0, 1)", "(0, 1]"
-#: The evolution strategies (:mod:`fastes.openai_es`, :mod:`fastes.pgpe`, :mod:`fastes.snes`), and those that
+#: The evolution strategies (:mod:`fastes.strategies.openai_es`, :mod:`fastes.strategies.pgpe`, :mod:`fastes.strategies.snes`), and those that
 #: learn a standard deviation per parameter.
 STRATEGIES = ("openai-es", "pgpe", "snes")
 LEARNED_SIGMA = ("pgpe", "snes")
@@ -278,7 +278,7 @@ OPTIONS: dict[str, Option] = {f.name: dataclasses.replace(f.metadata["option"], 
 #: The values of each ``choice`` option.
 CHOICES: dict[str, tuple[str, ...]] = {name: o.choices for name, o in OPTIONS.items() if o.kind == "choice"}
 #: Options ``fastes train --resume`` may change: none of them changes the trajectory
-#: (``epochs`` only where no cosine schedule's length depends on it, see :mod:`fastes.runs`).
+#: (``epochs`` only where no cosine schedule's length depends on it, see :mod:`fastes.io.run_folder`).
 RESUME_OPTIONS: tuple[str, ...] = tuple(name for name, o in OPTIONS.items() if o.resume)
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -503,7 +503,7 @@ MAX_CONFIG_BYTES = 1 << 20
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file into a dict of field values (checked by :func:`resolve`)."""
-    from .files import read_bytes
+    from .io.paths import read_bytes
 
     path = Path(path)
     raw = read_bytes(path, "config file", ConfigError, MAX_CONFIG_BYTES)

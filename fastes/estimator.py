@@ -25,9 +25,9 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from .backends import predict_logits
 from .config import OPTIONS, Config
-from .data import Dataset
+from .io.data import Dataset
 from .errors import ConfigError
-from .evaluate import softmax
+from .cli.evaluate import softmax
 from .memory import check_fits
 from .trainer import Trainer
 

@@ -5,7 +5,7 @@ before anything large is allocated, and the length of its noise vectors against 
 available, and the largest population, batch size, rank or hidden width that fits.
 
 The kernels' buffers come from the plans that the workspaces allocate from
-(:func:`fastes.workspace.population_plan`, :func:`fastes.workspace.forward_plan`); the rest
+(:func:`fastes.backends.workspace.population_plan`, :func:`fastes.backends.workspace.forward_plan`); the rest
 follows :mod:`fastes.backends` and the NumPy reference.
 
 The modules that compile (kernels, noise) are imported by the functions that need them:
@@ -86,9 +86,9 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     ``nnz``: non-zero training pixels (default: all of them), for the sparse copies of the
     data. A batch holds at most the whole training set, as the backends allocate it.
     """
-    from . import workspace
-    from .noise import table_size_for
-    from .reference import MEMBER_CHUNK
+    from .backends import workspace
+    from .strategies.noise import table_size_for
+    from .backends.reference import MEMBER_CHUNK
 
     layout = ParamLayout((n_features, *config.hidden, n_classes))
     dims, size = layout.dims, layout.size
@@ -127,7 +127,7 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
 def check_fits(config, dataset) -> None:
     """Refuse a run that cannot fit: its memory (see :func:`run_bytes`) against
     :func:`available_bytes`, and its noise vectors against the noise table."""
-    from .noise import TABLE_SIZE
+    from .strategies.noise import TABLE_SIZE
     shape = (len(dataset.y_train), len(dataset.y_test), dataset.n_features, dataset.n_classes)
     nnz = dataset.nnz("train")
 

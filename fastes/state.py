@@ -19,7 +19,7 @@ METRIC_COLUMNS = ("epoch", "generation", "wall_seconds", "train_loss", "train_ac
 
 @dataclass
 class ESState:
-    """Everything the strategy evolves; :meth:`fastes.strategy.Strategy.tell` updates it in
+    """Everything the strategy evolves; :meth:`fastes.strategies.base.Strategy.tell` updates it in
     place and returns it.
 
     Attributes
@@ -29,7 +29,7 @@ class ESState:
     generation : int
         Generations done so far (indexes the noise).
     optimizer : dict of str to ndarray
-        The optimizer's step count and moments (:meth:`fastes.optimizers.Optimizer.state`).
+        The optimizer's step count and moments (:meth:`fastes.strategies.optimizers.Optimizer.state`).
     sigma : ndarray of shape (P,), float32, or None
         Each parameter's standard deviation, for the strategies that learn them (PGPE, SNES).
     """

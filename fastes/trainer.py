@@ -20,13 +20,13 @@ from typing import Callable
 import numpy as np
 
 from .backends import Backend, NumbaBackend, NumpyBackend, predict_logits
-from .data import Dataset, epoch_order, load_dataset
+from .io.data import Dataset, epoch_order, load_dataset
 from .diagnose import divergence_message
 from .errors import DivergenceError
-from .reference import losses_from_logits
+from .backends.reference import losses_from_logits
 from .state import ACCURACY_LEVELS, ESState, TrainState
 from .strategies import build_strategy
-from .strategy import schedule
+from .strategies.base import schedule
 
 
 def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Backend:
@@ -36,7 +36,7 @@ def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Bac
         return NumbaBackend(config, layout, table, dataset)
     if config.backend == "numpy":
         return NumpyBackend(config, layout, table, dataset)
-    from .ray_backend import RayBackend
+    from .backends.ray_backend import RayBackend
 
     return RayBackend(config, layout, table, dataset, in_memory=in_memory)
 

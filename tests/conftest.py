@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 
 from fastes.layout import ParamLayout
-from fastes.noise import noise_table
+from fastes.strategies.noise import noise_table
 
 
 @pytest.fixture(scope="session")
@@ -68,13 +68,13 @@ def tree_snapshot():
 
 
 def _run_cli(args):
-    """``fastes.cli.main(args)`` as the console script runs it: exit status, stdout, stderr,
+    """``fastes.cli.main.main(args)`` as the console script runs it: exit status, stdout, stderr,
     and the warnings a user would see (Python hides libraries' deprecation warnings)."""
     import contextlib
     import io
     import warnings
 
-    from fastes.cli import main
+    from fastes.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -107,7 +107,7 @@ def quick_args():
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     """One finished quick run, trained once per session and only read by the tests."""
-    from fastes.cli import main
+    from fastes.cli.main import main
 
     out = tmp_path_factory.mktemp("quick") / "run"
     assert main(["train", *QUICK, "--out", str(out)]) == 0
@@ -132,7 +132,7 @@ def fastes_process():
 
 
 def _fastes_process(*args, **kwargs):
-    """``python -m fastes.cli ARGS`` in a child process, as a user runs the console script
+    """``python -m fastes.cli.main ARGS`` in a child process, as a user runs the console script
     (``kwargs`` go to :class:`subprocess.Popen`); text stdout and stderr are pipes."""
     import subprocess
     import sys

@@ -7,7 +7,7 @@ import pytest
 
 from fastes.backends import Backend, NumbaBackend, NumpyBackend
 from fastes.config import preset
-from fastes.ray_backend import RayBackend
+from fastes.backends.ray_backend import RayBackend
 from fastes.trainer import Trainer
 
 METHODS = [name for name, value in vars(Backend).items() if inspect.isfunction(value) and not name.startswith("_")]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fastes.bench import CONFIGS, PHASES, Generation, bench_config, useful_macs
+from fastes.cli.bench import CONFIGS, PHASES, Generation, bench_config, useful_macs
 
 
 def _enumerated_macs(config, dims, nnz):

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from fastes.bench import PHASES
-from fastes.cli import main
-from fastes.runs import RESULT_FILES
+from fastes.cli.bench import PHASES
+from fastes.cli.main import main
+from fastes.io.run_folder import RESULT_FILES
 
 def test_train_writes_every_result_file(quick_run):
     for name in RESULT_FILES + ("checkpoint.npz",):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from fastes.compare import accuracy_at, compare_runs, first_reaching
-from fastes.report import write_metrics_csv
+from fastes.cli.compare import accuracy_at, compare_runs, first_reaching
+from fastes.io.report import write_metrics_csv
 
 ROW = dict(epoch=0.5, generation=1, train_loss=1.0, train_accuracy=0.5, test_loss=1.0)
 

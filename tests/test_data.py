@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fastes.data import IDX_FILES, BytePixels, Dataset, bundled_mnist_dir, load_dataset, load_idx_folder, parse_idx
+from fastes.io.data import IDX_FILES, BytePixels, Dataset, bundled_mnist_dir, load_dataset, load_idx_folder, parse_idx
 from fastes.errors import DatasetError
 
 

@@ -237,7 +237,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, world, small_mac
 def test_transparent_background_is_background(world, run_cli):
     """Dark ink on a transparent background, with --invert, reads as the same digit as the
     light-on-black image of the same ink (predict used to drop the alpha channel)."""
-    from fastes.evaluate import load_image, predict_images
+    from fastes.cli.evaluate import load_image, predict_images
 
     plain = load_image(world / "light_on_black.png", 28)
     transparent = load_image(world / "dark_on_transparent.png", 28, invert=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import matplotlib.backends.backend_agg, matplotlib.figure
 from fastes.config import preset
-from fastes.data import BytePixels, Dataset, load_dataset
-from fastes.runs import write_results
+from fastes.io.data import BytePixels, Dataset, load_dataset
+from fastes.io.run_folder import write_results
 from fastes.trainer import Trainer
 
 pixels = np.random.default_rng(0).integers(0, 256, (100, 784), dtype=np.uint8)

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fastes.config import PRESETS, Config, resolve
-from fastes.data import IDX_FILES, load_idx_folder, parse_idx
+from fastes.io.data import IDX_FILES, load_idx_folder, parse_idx
 from fastes.errors import FastesError
-from fastes.evaluate import load_image
+from fastes.cli.evaluate import load_image
 from fastes.layout import ParamLayout
-from fastes.storage import load_checkpoint, load_model, save_checkpoint, save_model
+from fastes.io.checkpoints import load_checkpoint, load_model, save_checkpoint, save_model
 from fastes.state import TrainState
 
 # Derandomized: CI sees the same examples every run (a red CI must mean a change broke

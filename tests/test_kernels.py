@@ -1,7 +1,7 @@
-"""Every kernel against its NumPy twin in fastes.reference, on random float32 inputs.
+"""Every kernel against its NumPy twin in fastes.backends.reference, on random float32 inputs.
 
 The population cases are one table: small shapes chosen to reach every code path, and each
-configuration that ``fastes bench`` times (:data:`fastes.bench.CONFIGS`: its hidden layers,
+configuration that ``fastes bench`` times (:data:`fastes.cli.bench.CONFIGS`: its hidden layers,
 noise and loss, on 50 input features and a dozen members instead of MNIST and thousands).
 Every full-rank case runs again with a standard deviation per parameter (PGPE, SNES).
 """
@@ -10,12 +10,12 @@ import numba
 import numpy as np
 import pytest
 
-from fastes import kernels as K
-from fastes import workspace as W
-from fastes import reference as R
-from fastes.bench import CONFIGS, bench_config
+from fastes.backends import kernels as K
+from fastes.backends import workspace as W
+from fastes.backends import reference as R
+from fastes.cli.bench import CONFIGS, bench_config
 from fastes.layout import ParamLayout
-from fastes.noise import member_offsets
+from fastes.strategies.noise import member_offsets
 
 SHAPES = [
     # dims, antithetic, perturbation, rank, loss
@@ -246,7 +246,7 @@ def test_cached_kernels_run_in_a_fresh_process():
 
     code = (
         "import numpy as np; import scipy.sparse as sp\n"
-        "from fastes import workspace; from fastes.layout import ParamLayout\n"
+        "from fastes.backends import workspace; from fastes.layout import ParamLayout\n"
         "layout = ParamLayout((30, 8, 5)); theta = layout.init('normal', 0.1, np.random.default_rng(0))\n"
         "m = sp.random(200, 30, density=0.3, format='csr', random_state=0, dtype=np.float32)\n"
         "csr = (m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data)\n"

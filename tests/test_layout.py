@@ -3,7 +3,7 @@ import pytest
 
 from fastes.errors import ModelFileError
 from fastes.layout import ParamLayout
-from fastes.reference import forward_logits
+from fastes.backends.reference import forward_logits
 
 
 def test_layout_roundtrip():

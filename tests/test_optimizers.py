@@ -4,7 +4,7 @@ from a copy of that state exactly."""
 import numpy as np
 import pytest
 
-from fastes.optimizers import SGD, Adam, ClipUp, Momentum
+from fastes.strategies.optimizers import SGD, Adam, ClipUp, Momentum
 
 
 @pytest.mark.parametrize("opt", [SGD(3), Momentum(3, momentum=0.5), Adam(3), ClipUp(3, momentum=0.5)])

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastes.cli import main
+from fastes.cli.main import main
 from fastes.config import preset
 from fastes.errors import BackendError
 from fastes.trainer import Trainer
@@ -28,7 +28,7 @@ def test_ray_trajectory_equals_local(tmp_path, quick_run, quick_args, model_byte
 
 def test_dead_worker_is_reported_and_run_resumes_on_fewer_workers(tmp_path, quick_run, quick_args, model_bytes,
                                                                   monkeypatch, capsys):
-    from fastes import ray_backend
+    from fastes.backends import ray_backend
 
     backends = []
     original = ray_backend.RayBackend.__init__
@@ -38,7 +38,7 @@ def test_dead_worker_is_reported_and_run_resumes_on_fewer_workers(tmp_path, quic
         backends.append(self)
 
     monkeypatch.setattr(ray_backend.RayBackend, "__init__", capture)
-    import fastes.progress
+    import fastes.cli.progress
 
     def killer(quiet=False, stream=None):
         from contextlib import contextmanager
@@ -51,7 +51,7 @@ def test_dead_worker_is_reported_and_run_resumes_on_fewer_workers(tmp_path, quic
             yield progress
         return cm()
 
-    monkeypatch.setattr(fastes.progress, "make_progress", killer)
+    monkeypatch.setattr(fastes.cli.progress, "make_progress", killer)
     out = tmp_path / "dies"
     code = main(["train", *quick_args, "--backend", "ray", "--workers", "2", "--out", str(out)])
     err = capsys.readouterr().err
@@ -87,7 +87,7 @@ def test_more_workers_than_noise_vectors():
 
 
 def test_missing_ray_is_a_clear_error(monkeypatch):
-    from fastes.ray_backend import _import_ray
+    from fastes.backends.ray_backend import _import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(BackendError, match=r'pip install "fastes\[ray\]"'):

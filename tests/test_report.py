@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import classification_report
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from fastes.report import classification_table, confusion_matrix
+from fastes.io.report import classification_table, confusion_matrix
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -27,7 +27,7 @@ def test_fastes_train_does_not_import_scikit_learn(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from fastes.cli import main; "
+    code = ("import sys; from fastes.cli.main import main; "
             f"main(['train', '--preset', 'seed', '--epochs', '1', '--quiet', '--out', {str(tmp_path / 'r')!r}]); "
             "print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

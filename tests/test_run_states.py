@@ -9,9 +9,9 @@ import signal
 
 import pytest
 
-from fastes import runs
-from fastes.runs import RESULT_FILES
-from fastes.storage import load_checkpoint
+from fastes.io import run_folder as runs
+from fastes.io.run_folder import RESULT_FILES
+from fastes.io.checkpoints import load_checkpoint
 
 SEED = ["--preset", "seed", "--quiet"]
 
@@ -114,7 +114,7 @@ def test_divergence_after_a_checkpoint_leaves_a_resumable_run(tmp_path, data, co
 
 def test_ctrl_c_while_results_are_written_leaves_a_resumable_run(tmp_path, data, monkeypatch, run_cli, folder_state):
     out = tmp_path / "run"
-    _interrupt_once(monkeypatch, "fastes.report.plot_confusion")
+    _interrupt_once(monkeypatch, "fastes.io.report.plot_confusion")
     code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--epochs", 2, "--out", out])
     assert code == 130 and err.count("\n") == 1 and f"fastes train --resume {out}" in err, err
     assert not (out / "summary.json").exists() and not (out / "confusion_matrix.png").exists()
@@ -126,7 +126,7 @@ def test_ctrl_c_while_results_are_written_leaves_a_resumable_run(tmp_path, data,
 
 def test_ctrl_c_during_training_then_resume_completes(tmp_path, data, monkeypatch, run_cli, folder_state):
     out = tmp_path / "run"
-    _interrupt_once(monkeypatch, "fastes.runs.save_checkpoint")
+    _interrupt_once(monkeypatch, "fastes.io.run_folder.save_checkpoint")
     code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--epochs", 3, "--out", out])
     assert code == 130 and "--resume" in err
     assert folder_state(out, None) == "resumable"
@@ -142,7 +142,7 @@ def test_ctrl_c_before_training_leaves_nothing(tmp_path, data, monkeypatch, run_
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("fastes.runs.load_dataset", interrupted)
+    monkeypatch.setattr("fastes.io.run_folder.load_dataset", interrupted)
     code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--out", out])
     assert code == 130 and err == "fastes: interrupted\n"
     assert folder_state(out, None) == "untouched"

@@ -3,12 +3,12 @@ import pytest
 
 from fastes.config import Config
 from fastes.layout import ParamLayout
-from fastes.noise import TABLE_SIZE, member_offsets, noise_table
-from fastes.pgpe import PGPE
-from fastes.reference import noise_moments, noise_weighted_sum
-from fastes.snes import SNES, default_population
+from fastes.strategies.noise import TABLE_SIZE, member_offsets, noise_table
+from fastes.strategies.pgpe import PGPE
+from fastes.backends.reference import noise_moments, noise_weighted_sum
+from fastes.strategies.snes import SNES, default_population
 from fastes.state import ESState
-from fastes.strategy import centered_rank, nes_utilities, noise_weights, schedule, square_weights, zscore
+from fastes.strategies.base import centered_rank, nes_utilities, noise_weights, schedule, square_weights, zscore
 
 
 def test_zscore_and_guard():
@@ -203,7 +203,7 @@ def test_learned_sigmas_follow_the_curvature(name):
 
 def test_every_strategy_is_built_by_its_name():
     from fastes.config import STRATEGIES
-    from fastes.data import load_dataset
+    from fastes.io.data import load_dataset
     from fastes.strategies import STRATEGY_CLASSES, build_strategy
 
     assert tuple(STRATEGY_CLASSES) == STRATEGIES

@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from fastes.cli import main
-from fastes.data import load_dataset
-from fastes.storage import load_checkpoint
+from fastes.cli.main import main
+from fastes.io.data import load_dataset
+from fastes.io.checkpoints import load_checkpoint
 
 LONG = ["--preset", "quick", "--epochs", "150", "--quiet"]
 
@@ -103,7 +103,7 @@ def test_config_file_with_flag_override(tmp_path):
 def test_predict_images(tmp_path, uninterrupted, capsys):
     from PIL import Image
 
-    from fastes.evaluate import predict_images
+    from fastes.cli.evaluate import predict_images
 
     ds = load_dataset("digits")
     paths = []

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import report
-from .backends import predict_logits
-from .data import load_dataset
-from .errors import DatasetError, ModelFileError, one_line
-from .files import regular_file
-from .reference import losses_from_logits
-from .storage import load_model
+from ..io import report
+from ..backends import predict_logits
+from ..io.data import load_dataset
+from ..errors import DatasetError, ModelFileError, one_line
+from ..io.paths import regular_file
+from ..backends.reference import losses_from_logits
+from ..io.checkpoints import load_model
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

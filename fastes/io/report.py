@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RunFolderError
-from .files import check_output_path, read_bytes
-from .state import METRIC_COLUMNS
-from .storage import atomic_write, atomic_write_text
+from ..errors import RunFolderError
+from .paths import check_output_path, read_bytes
+from ..state import METRIC_COLUMNS
+from .checkpoints import atomic_write, atomic_write_text
 
 
 def _figure(width: float, height: float, margins=(0.08, 0.12, 0.97, 0.88)):

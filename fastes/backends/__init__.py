@@ -1,9 +1,9 @@
 """Backends: who evaluates a population and sums its noise.
 
-``numba`` runs the kernels of :mod:`fastes.kernels`; ``numpy`` runs the reference of
-:mod:`fastes.reference`. Both see the same data, parameters and noise offsets, so for the
+``numba`` runs the kernels of :mod:`fastes.backends.kernels`; ``numpy`` runs the reference of
+:mod:`fastes.backends.reference`. Both see the same data, parameters and noise offsets, so for the
 same seed they follow the same trajectory (within float32 rounding). The ``ray`` backend
-(:mod:`fastes.ray_backend`) spreads the population over a cluster and builds its driver
+(:mod:`fastes.backends.ray_backend`) spreads the population over a cluster and builds its driver
 and workers from the pieces here (:class:`NoiseSum`, :class:`ModelMetrics`). What every
 backend does is the :class:`Backend` protocol; the trainer picks one by name.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from . import kernels, reference, workspace
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class Backend(Protocol):

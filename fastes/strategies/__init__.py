@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import ParamLayout
+from ..layout import ParamLayout
 from .noise import noise_table, table_size_for
 from .openai_es import OpenES
 from .pgpe import PGPE
 from .snes import SNES
-from .strategy import Strategy
+from .base import Strategy
 
 #: ``--strategy`` name -> its class (the names are :data:`fastes.config.STRATEGIES`).
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {"openai-es": OpenES, "pgpe": PGPE, "snes": SNES}

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .strategy import LearnedSigma
+from .base import LearnedSigma
 
 
 def default_population(n_params: int) -> int:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .state import ESState
-from .strategy import Strategy, noise_weights
+from ..state import ESState
+from .base import Strategy, noise_weights
 
 
 class OpenES(Strategy):
-    """OpenAI-style ES over a flat parameter vector (see :class:`fastes.strategy.Strategy`)."""
+    """OpenAI-style ES over a flat parameter vector (see :class:`fastes.strategies.base.Strategy`)."""
 
     def noise_scale(self, state: ESState, sigma: float) -> float:
         return sigma

@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels, workspace
-from .backends import ModelMetrics, LocalNoiseAndMetrics, NoiseSum, batch_rows, set_threads, train_labels
-from .errors import BackendError
-from .state import ESState
-from .strategies import build_strategy
+from . import ModelMetrics, LocalNoiseAndMetrics, NoiseSum, batch_rows, set_threads, train_labels
+from ..errors import BackendError
+from ..state import ESState
+from ..strategies import build_strategy
 
 
 def _import_ray():
@@ -50,8 +50,8 @@ class _Worker:
     """
 
     def __init__(self, config: dict, members: int, arrays=None):
-        from .config import Config
-        from .data import Dataset, load_dataset
+        from ..config import Config
+        from ..io.data import Dataset, load_dataset
 
         cfg = Config(**{**config, "backend": "numba", "address": None})
         if arrays is not None:

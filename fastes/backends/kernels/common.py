@@ -48,7 +48,7 @@ GROUP_MIN_ROWS = 128
 #: multiple of four: no group straddles two windows).
 CHAIN_ROWS = 256
 #: libgomp's spin rounds before an idle kernel thread sleeps (``GOMP_SPINCOUNT``, set in
-#: :mod:`fastes.kernels`): about 1.4 ms of spinning after a kernel here, where the default
+#: :mod:`fastes.backends.kernels`): about 1.4 ms of spinning after a kernel here, where the default
 #: 300,000 spun 5-7 ms. The seed preset's 100 epochs took the same wall time with either
 #: (paired runs, ratio 1.01), and the low-rank gradient's GEMM blocks got their second core
 #: back.

@@ -282,7 +282,7 @@ def _forward_rows(theta, geo, indptr, indices, values, rows, wt_base, bsc, zeros
     block = zeros.shape[0] // width0
     b0 = np.uint64(geo[G_B, 0])
     for blk in range((batch + block - 1) // block):
-        t = 0  # one thread: its scratch slot (see the note on numba.get_thread_id in fastes.kernels)
+        t = 0  # one thread: its scratch slot (see the note on numba.get_thread_id in fastes.backends.kernels)
         r0 = blk * block
         r1 = min(batch, r0 + block)
         bs = bsc[t]

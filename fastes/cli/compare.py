@@ -11,10 +11,10 @@ import json
 import math
 from pathlib import Path
 
-from .errors import RunFolderError
-from .files import check_output_path, read_bytes
-from .report import plot_accuracy_vs_time, read_run
-from .storage import atomic_write_text
+from ..errors import RunFolderError
+from ..io.paths import check_output_path, read_bytes
+from ..io.report import plot_accuracy_vs_time, read_run
+from ..io.checkpoints import atomic_write_text
 
 #: Wall seconds at which the table compares test accuracy.
 CHECKPOINTS = (60.0, 600.0)

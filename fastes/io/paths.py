@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import FastesError, RunFolderError
+from ..errors import FastesError, RunFolderError
 
 
 def regular_file(path, what: str, error: type[FastesError]) -> Path:
@@ -33,7 +33,7 @@ def regular_file(path, what: str, error: type[FastesError]) -> Path:
 
 def read_bytes(path, what: str, error: type[FastesError], max_bytes: int | None = None) -> bytes:
     """The contents of a regular file of at most ``max_bytes`` (default: available memory)."""
-    from .memory import available_bytes, format_bytes
+    from ..memory import available_bytes, format_bytes
 
     path = regular_file(path, what, error)
     limit = available_bytes() if max_bytes is None else max_bytes

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .strategy import LearnedSigma
+from .base import LearnedSigma
 
 #: Default learning rate of the standard deviations (EvoTorch's examples and the ClipUp paper use 0.1).
 SIGMA_LR = 0.1

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import LEARNED_SIGMA, Config, ConfigError
-from .errors import ModelFileError, one_line
-from .files import regular_file
-from .layout import ParamLayout
-from .memory import available_bytes, format_bytes
-from .state import METRIC_COLUMNS, TrainState
+from ..config import LEARNED_SIGMA, Config, ConfigError
+from ..errors import ModelFileError, one_line
+from .paths import regular_file
+from ..layout import ParamLayout
+from ..memory import available_bytes, format_bytes
+from ..state import METRIC_COLUMNS, TrainState
 
 CHECKPOINT_FORMAT = "fastes-checkpoint-1"
 
@@ -146,7 +146,7 @@ def _json_entry(value: np.ndarray, path, kind: str, entry: str) -> dict:
 def _model_config(config: dict, path) -> dict:
     """A model file's config, every known option checked as :class:`Config` checks it
     (options a model file may lack, or a later fastes may add, are left to the reader)."""
-    from .config import check_field
+    from ..config import check_field
 
     for key in {f.name for f in dataclasses.fields(Config)} & set(config):
         try:
@@ -238,7 +238,7 @@ def _optimizer_state(arrays: dict, keys: list[str], config: dict, size: int, pat
     """The checkpoint's optimizer state: exactly the arrays, shapes and kinds that the
     configured optimizer keeps, all finite, as that optimizer's dtypes; a fresh state where
     the checkpoint has none (written before the first step by an earlier fastes)."""
-    from .optimizers import make_optimizer
+    from ..strategies.optimizers import make_optimizer
 
     expected = make_optimizer(Config(**config), size).state()
     if not keys:
@@ -275,7 +275,7 @@ class _MetaCheck:
         )
 
     def config(self) -> dict:
-        from .config import Config
+        from ..config import Config
 
         value = self.meta.get("config")
         if not isinstance(value, dict):

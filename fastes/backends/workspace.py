@@ -1,6 +1,6 @@
 """The kernels' buffers and validating entry points: plans of what a generation allocates,
 the workspaces that allocate it once per run, and public functions that check their inputs
-and call the compiled kernels of :mod:`fastes.kernels`.
+and call the compiled kernels of :mod:`fastes.backends.kernels`.
 
 :func:`population_plan` and :func:`forward_plan` say once what each workspace allocates;
 the workspaces allocate from them and :mod:`fastes.memory` adds them up before a run starts.
@@ -372,7 +372,7 @@ class PopulationWorkspace:
     def losses(self, theta, table, offsets, sigma, csr, rows, labels, loss_code, phases=PHASE_LOSS, timings=None):
         """Mean loss of every member, shape (n,), float64 (a view reused next call).
 
-        ``offsets`` must be a generation's offsets from :func:`fastes.noise.member_offsets`
+        ``offsets`` must be a generation's offsets from :func:`fastes.strategies.noise.member_offsets`
         for this workspace's noise size (in the table by construction); ``sigma`` a float,
         or for a scaled workspace the (P,) float32 standard deviations; ``phases`` and
         ``timings`` (a dict that receives each phase's seconds) serve the profile.

@@ -1,4 +1,4 @@
-"""The population's phase kernels (phases 1-3 of :mod:`fastes.kernels`): the first layer
+"""The population's phase kernels (phases 1-3 of :mod:`fastes.backends.kernels`): the first layer
 shared by every member, each (noise vector, block of rows) task, the members' mean losses;
 each threaded, with a serial twin for small work."""
 

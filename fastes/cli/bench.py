@@ -29,8 +29,8 @@ from datetime import date
 import numba
 import numpy as np
 
-from .config import Config
-from .memory import peak_rss_mb
+from ..config import Config
+from ..memory import peak_rss_mb
 
 #: name -> Config overrides. Population counts members (antithetic pairs count twice).
 CONFIGS: dict[str, dict] = {
@@ -72,7 +72,7 @@ class Generation:
     """
 
     def __init__(self, name: str, backend: str, threads: int | None = None, workers: int = 2):
-        from .trainer import Trainer
+        from ..trainer import Trainer
 
         self.name = name
         self.config = bench_config(name, backend, threads).replace(workers=workers)
@@ -99,7 +99,7 @@ class Generation:
     def profile(self, repeats: int) -> dict[str, float]:
         """Median seconds of each of :data:`PHASES` over ``repeats`` instrumented generations
         (Numba backend). The generation's own code, timed call by call."""
-        from .kernels import PHASE_LAYERS, PHASE_NOISE
+        from ..backends.kernels import PHASE_LAYERS, PHASE_NOISE
 
         es, backend = self.trainer.es, self.trainer.backend
         ws, sigma, lr = backend.workspace, self.config.sigma, self.config.lr
@@ -209,7 +209,7 @@ def time_generation(gen: Generation, repeats: int | None, min_seconds: float = 1
 def run_bench(names: list[str] | None = None, repeats: int | None = None, threads: int | None = None,
               profile: bool = True) -> dict:
     """Time every config on both backends; the dict ``fastes bench --json`` prints."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     names = list(CONFIGS) if names is None else names
     unknown = [n for n in names if n not in CONFIGS]
@@ -332,7 +332,7 @@ def format_markdown(result: dict) -> str:
         "One generation = noise offsets + population losses + shaping + gradient estimate + optimizer step,",
         "on a fixed MNIST batch. Useful GFLOP counts the multiply-adds the algorithm must do (non-zero pixels",
         "only, the first layer's shared product once, low-rank noise as its factors; see",
-        "`fastes.bench.useful_macs`) x 2; the limit fraction is the time that work takes at the GEMM rate",
+        "`fastes.cli.bench.useful_macs`) x 2; the limit fraction is the time that work takes at the GEMM rate",
         "over the numba time. Regenerate: `fastes bench --profile --out results/benchmark`.",
     ]
     return "\n".join(lines) + "\n"

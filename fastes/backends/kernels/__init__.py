@@ -1,8 +1,8 @@
 """Numba kernels: the whole population's forward passes and losses, and the noise sums.
 
 Private ``_``-prefixed kernels do the work over preallocated arrays and allocate nothing;
-:mod:`fastes.workspace` holds the buffers, checks shapes and dtypes once and calls them.
-Every kernel has a NumPy twin in :mod:`fastes.reference` that the tests compare it against.
+:mod:`fastes.backends.workspace` holds the buffers, checks shapes and dtypes once and calls them.
+Every kernel has a NumPy twin in :mod:`fastes.backends.reference` that the tests compare it against.
 This package re-exports them all, from one module per concern: ``common`` (fastmath, codes,
 indices of ``geo`` and ``flags``, block sizes), ``sparse`` (CSR rows and row groups),
 ``dense`` (later layers, loss, forward pass), ``population`` (the phase kernels below) and
@@ -72,7 +72,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_COUNT))
 # garbage and crashed (`fastes evaluate` did): start the pool when the kernels are imported.
 numba.get_num_threads()
 
-# Re-exported: the rest of the package (and the tests) use them as fastes.kernels.<name>.
+# Re-exported: the rest of the package (and the tests) use them as fastes.backends.kernels.<name>.
 from .common import (  # noqa: E402  (after the thread pool starts)
     FASTMATH,
     JIT,

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from . import report
-from .config import RESUME_OPTIONS, Config, load_toml
+from ..config import RESUME_OPTIONS, Config, load_toml
 from .data import load_dataset
-from .errors import ConfigError, DivergenceError, Interrupted, ModelFileError, RunFolderError
-from .memory import check_fits, peak_rss_mb
-from .storage import atomic_write_text, load_checkpoint, save_checkpoint, save_model
-from .state import ACCURACY_LEVELS, TrainState
-from .trainer import Trainer
+from ..errors import ConfigError, DivergenceError, Interrupted, ModelFileError, RunFolderError
+from ..memory import check_fits, peak_rss_mb
+from .checkpoints import atomic_write_text, load_checkpoint, save_checkpoint, save_model
+from ..state import ACCURACY_LEVELS, TrainState
+from ..trainer import Trainer
 
 __all__ = ["RESULT_FILES", "RESUME_OPTIONS", "RunFolderError", "default_out_dir", "train_to_folder", "write_results"]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
-from .files import read_bytes
-from .memory import available_bytes, format_bytes
+from ..errors import DatasetError
+from .paths import read_bytes
+from ..memory import available_bytes, format_bytes
 
 #: IDX file names, as in the original distribution (with or without a ``.gz`` suffix).
 IDX_FILES = {
@@ -66,7 +66,7 @@ class BytePixels:
     def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The features in CSR form (indptr int64, indices int32, values float32)."""
         if self._csr is None:
-            from .workspace import dense_to_csr
+            from ..backends.workspace import dense_to_csr
 
             self._csr = dense_to_csr(self._pixels, self.scale)
             self._pixels = None
@@ -144,7 +144,7 @@ class Dataset:
         if isinstance(x, BytePixels):
             return x.csr()
         if name not in self._csr:
-            from .workspace import dense_to_csr
+            from ..backends.workspace import dense_to_csr
 
             self._csr[name] = dense_to_csr(x)
         return self._csr[name]

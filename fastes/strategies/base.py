@@ -1,6 +1,6 @@
 """What the evolution strategies share: fitness shaping, noise weights, schedules, and the
 ask/tell interface (:class:`Strategy`) that each strategy implements in a module of its own
-(:mod:`fastes.openai_es`, :mod:`fastes.pgpe`, :mod:`fastes.snes`; :mod:`fastes.strategies`
+(:mod:`fastes.strategies.openai_es`, :mod:`fastes.strategies.pgpe`, :mod:`fastes.strategies.snes`; :mod:`fastes.strategies`
 builds the one a run names).
 
 Ask/tell on an explicit state (after evosax): :meth:`Strategy.ask` says which noise vectors a
@@ -25,7 +25,7 @@ from numba import njit
 
 from .noise import member_offsets
 from .optimizers import make_optimizer
-from .state import ESState
+from ..state import ESState
 
 
 @njit(cache=True)

@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .config import CHOICES, OPTIONS, PRESETS, RESUME_OPTIONS, Option, check_field, preset, resolve
-from .errors import ConfigError, FastesError, Interrupted, one_line
+from .. import __version__
+from ..config import CHOICES, OPTIONS, PRESETS, RESUME_OPTIONS, Option, check_field, preset, resolve
+from ..errors import ConfigError, FastesError, Interrupted, one_line
 
 
 def _int(text: str) -> int:
@@ -85,7 +85,7 @@ TABLE_PRESETS = ("seed", "default", "pgpe", "snes")
 def options_markdown() -> str:
     """The README's table of training options, generated from their declarations
     (``tests/test_options.py`` checks the README holds it)."""
-    from .estimator import ESClassifier
+    from ..estimator import ESClassifier
 
     estimator = ESClassifier()
     shown = [preset(name) for name in TABLE_PRESETS]
@@ -207,7 +207,7 @@ def _check_resume_flags(args) -> None:
 
 def cmd_train(args) -> int:
     from . import progress as progress_module
-    from .runs import default_out_dir, train_to_folder
+    from ..io.run_folder import default_out_dir, train_to_folder
 
     overrides = {k: getattr(args, k) for k in OPTIONS}
     if args.resume:
@@ -262,8 +262,8 @@ def cmd_predict(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import CONFIGS, format_markdown, format_table, run_bench
-    from .files import check_output_path
-    from .storage import atomic_write_text
+    from ..io.paths import check_output_path
+    from ..io.checkpoints import atomic_write_text
 
     names = None
     if args.configs is not None:
@@ -286,7 +286,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .report import plot_runs
+    from ..io.report import plot_runs
 
     plot_runs(args.runs, Path(args.out))
     print(f"wrote {args.out}")

@@ -1,4 +1,4 @@
-"""Plain NumPy implementation of the same math as :mod:`fastes.kernels`.
+"""Plain NumPy implementation of the same math as :mod:`fastes.backends.kernels`.
 
 It is the ``--backend numpy`` trainer, the baseline of ``fastes bench``, and the oracle the
 kernels are tested against, so it is written for clarity: each member's parameters are
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .layout import ParamLayout
+from ..layout import ParamLayout
 
 #: Members whose parameters are materialised at once.
 MEMBER_CHUNK = 32

@@ -1,0 +1,5 @@
+"""``python -m fastes.cli``: the ``fastes`` command."""
+
+from .main import entry
+
+entry()

@@ -1,0 +1,1 @@
+"""Files: datasets in, model files and checkpoints, run folders, and their reports and plots."""
