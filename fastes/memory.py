@@ -86,7 +86,7 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     ``nnz``: non-zero training pixels (default: all of them), for the sparse copies of the
     data. A batch holds at most the whole training set, as the backends allocate it.
     """
-    from .backends import workspace
+    from .backends.workspace import forward_plan, lowrank_stack_shapes, plan_bytes, population_plan
     from .strategies.noise import table_size_for
     from .backends.reference import MEMBER_CHUNK
 
@@ -112,15 +112,15 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
         terms["population chunk (members x parameters)"] = 3 * chunk * size * 4
         terms["population chunk activations (members x batch x width)"] = chunk * batch * (3 * widest * 4 + 3 * n_classes * 8)
     else:
-        plan = workspace.population_plan(layout, n_noise, config.antithetic, batch, config.perturbation, config.rank,
+        plan = population_plan(layout, n_noise, config.antithetic, batch, config.perturbation, config.rank,
                                          config.threads, scaled=learned)
         row_loss_shape, _ = plan["buffers"].pop("row_loss")
         terms["row losses (population x batch)"] = 8 * int(np.prod(row_loss_shape))
-        terms["population workspace"] = workspace.plan_bytes(plan)
-        terms["batch buffers"] = workspace.plan_bytes(workspace.forward_plan(layout, batch))
+        terms["population workspace"] = plan_bytes(plan)
+        terms["batch buffers"] = plan_bytes(forward_plan(layout, batch))
         if config.perturbation == "lowrank":
             terms["low-rank noise stacks (population x rank x widths)"] = sum(
-                8 * int(np.prod(a)) + 8 * int(np.prod(b)) for a, b in workspace.lowrank_stack_shapes(layout, n_noise, config.rank))
+                8 * int(np.prod(a)) + 8 * int(np.prod(b)) for a, b in lowrank_stack_shapes(layout, n_noise, config.rank))
     return terms
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .backends import Backend, NumbaBackend, NumpyBackend, predict_logits
+from .backends import make_backend, predict_logits
 from .io.data import Dataset, epoch_order, load_dataset
 from .diagnose import divergence_message
 from .errors import DivergenceError
@@ -27,18 +27,6 @@ from .backends.reference import losses_from_logits
 from .state import ACCURACY_LEVELS, ESState, TrainState
 from .strategies import build_strategy
 from .strategies.base import schedule
-
-
-def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Backend:
-    """The backend named by ``config.backend``; ``in_memory`` data cannot be reloaded by
-    name (remote workers must be sent it)."""
-    if config.backend == "numba":
-        return NumbaBackend(config, layout, table, dataset)
-    if config.backend == "numpy":
-        return NumpyBackend(config, layout, table, dataset)
-    from .backends.ray_backend import RayBackend
-
-    return RayBackend(config, layout, table, dataset, in_memory=in_memory)
 
 
 def next_evaluation(now: float, every: float) -> float:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels, workspace
-from . import ModelMetrics, LocalNoiseAndMetrics, NoiseSum, batch_rows, set_threads, train_labels
+from .numba_backend import LocalNoiseAndMetrics, ModelMetrics, NoiseSum, set_threads
+from .protocol import batch_rows, train_labels
 from ..errors import BackendError
 from ..state import ESState
 from ..strategies import build_strategy

@@ -1,0 +1,170 @@
+"""The Numba backend: the population scored by the kernels of :mod:`.kernels`, in this
+process; and the pieces the Ray backend builds its driver and workers from
+(:class:`NoiseSum`, :class:`ModelMetrics`)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from . import kernels, workspace
+from ..errors import ConfigError
+from .protocol import InProcess, batch_rows, train_labels
+
+
+def set_threads(threads: int | None) -> int:
+    """Set Numba's thread count (None: all cores) and return it."""
+    if threads is None:
+        threads = numba.config.NUMBA_NUM_THREADS
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        raise ConfigError(
+            f"threads={threads} but this machine allows at most {numba.config.NUMBA_NUM_THREADS}; "
+            "lower --threads (or set NUMBA_NUM_THREADS)"
+        )
+    numba.set_num_threads(threads)
+    return threads
+
+
+class NoiseSum:
+    """The gradient's noise sums with the Numba kernels (full-rank or low-rank noise).
+
+    Parameters
+    ----------
+    config : Config
+    layout : ParamLayout
+    table : ndarray of shape (T,), float32
+    """
+
+    def __init__(self, config, layout, table):
+        self.layout, self.table, self.rank = layout, table, config.rank
+        self.lowrank = config.perturbation == "lowrank"
+        self.grad = np.empty(layout.size, dtype=np.float64)
+        self.square = np.empty(layout.size if config.learns_sigma else 0, dtype=np.float64)
+        self.stacks = workspace.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
+        # The low-rank gradient's products run in BLAS limited to one thread, by blocks on
+        # a pool of this process's kernel threads: BLAS's own threads, left spinning after a
+        # call, take the cores from the next kernel's threads (and the kernels' OpenMP threads
+        # from BLAS), which cost 6x the product itself here; the pool's threads wait idle.
+        self.blas = ThreadpoolController() if self.lowrank else None
+        threads = numba.get_num_threads()
+        gemm_threads = threads if self.lowrank and threads > 1 else 0
+        self.pool = ThreadPoolExecutor(gemm_threads, thread_name_prefix="fastes-gemm") if gemm_threads else None
+
+    def noise_sum(self, offsets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """``sum_k weights[k] * noise_k`` in parameter layout, shape (P,), float64 (a buffer
+        reused next call)."""
+        if self.lowrank:
+            with self.blas.limit(limits=1, user_api="blas"):
+                return workspace.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.rank,
+                                                    self.grad, self.stacks, self.pool)
+        kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
+        return self.grad
+
+    def noise_moments(self, offsets: np.ndarray, weights: np.ndarray,
+                      square_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``sum_k weights[k] u_k`` and ``sum_k square_weights[k] (u_k**2 - 1)``, (P,) float64
+        each, full-rank noise (buffers reused next call)."""
+        kernels._noise_moments(self.table, offsets, weights, square_weights, 2048, self.grad, self.square)
+        return self.grad, self.square
+
+
+class ModelMetrics:
+    """Loss and correct count of the unperturbed model on training rows (Numba forward).
+
+    Parameters
+    ----------
+    config : Config
+    layout : ParamLayout
+    dataset : Dataset
+    """
+
+    def __init__(self, config, layout, dataset):
+        self.csr = dataset.csr("train")
+        self.labels = train_labels(dataset)
+        self.loss_code = kernels.LOSS_CODES[config.loss]
+        self.forward = workspace.ForwardWorkspace(layout, batch_rows(config, dataset))
+
+    def __call__(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
+        """Summed loss (float) and correct count (int) of ``theta`` on training ``rows``."""
+        return self.forward.metrics(theta, self.csr, rows, self.labels, self.loss_code)
+
+
+class LocalNoiseAndMetrics:
+    """Gradient sums and the model's batch metrics computed here, by ``self.noise``
+    (:class:`NoiseSum`) and ``self.metrics`` (:class:`ModelMetrics`): the Numba backend's and
+    the Ray driver's."""
+
+    def noise_sum(self, offsets, weights):
+        return self.noise.noise_sum(offsets, weights)
+
+    def noise_moments(self, offsets, weights, square_weights):
+        return self.noise.noise_moments(offsets, weights, square_weights)
+
+    def batch_metrics(self, theta, rows):
+        return self.metrics(theta, rows)
+
+
+class NumbaBackend(InProcess, LocalNoiseAndMetrics):
+    """The :class:`Backend` of the Numba kernels, all in this process.
+
+    Parameters
+    ----------
+    config : Config
+    layout : ParamLayout
+    table : ndarray of shape (T,), float32
+    dataset : Dataset
+        Its training split is what the population is scored on.
+    """
+
+    def __init__(self, config, layout, table, dataset):
+        self.table = table
+        self.threads = set_threads(config.threads)
+        self.metrics = ModelMetrics(config, layout, dataset)
+        self.csr, self.labels, self.loss_code = self.metrics.csr, self.metrics.labels, self.metrics.loss_code
+        self.workspace = workspace.PopulationWorkspace(
+            layout, config.n_noise, config.antithetic, batch_rows(config, dataset), config.perturbation,
+            config.rank, self.threads, scaled=config.learns_sigma,
+        )
+        self.noise = NoiseSum(config, layout, table)
+        self._checked = False
+        self._scored_rows = None  # rows of the last population call, until the step
+
+    def population_losses(self, theta, offsets, sigma, rows, generation=None, timings=None):
+        """Mean batch loss of every member, shape (n,), float64 (a view reused next call).
+
+        The arrays are validated on the first call of a run (their dtypes and shapes do not
+        change afterwards; every generation's offsets fit the table by construction).
+        ``timings`` (a dict) receives the kernels' phase seconds."""
+        if not self._checked:
+            self.workspace.check(theta, self.table, offsets, self.csr, rows, self.labels,
+                                 sigma if self.workspace.scaled else None)
+            self._checked = True
+        losses = self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels,
+                                       self.loss_code, timings=timings)
+        self._scored_rows = rows
+        return losses
+
+    def batch_metrics(self, theta, rows):
+        """Summed loss and correct count of ``theta`` on training ``rows``. Called between a
+        population call on the same ``rows`` and the step (the trainer's order), they come
+        from that call's first layer; otherwise from a forward pass."""
+        if rows is self._scored_rows:
+            self._scored_rows = None
+            return self.workspace.centre_metrics(self.labels, self.loss_code)
+        return self.metrics(theta, rows)
+
+    def record_step(self, weights, lr):
+        """The step moved the parameters: the last population call's first layer is stale."""
+        self._scored_rows = None
+
+
+def predict_logits(theta, layout, x=None, csr=None) -> np.ndarray:
+    """Logits (N, C) of a model for dense inputs ``x`` (N, d), or for ``csr`` (a
+    :meth:`Dataset.csr` split, kept by the caller), with the Numba forward kernel."""
+    theta = np.ascontiguousarray(theta, dtype=np.float32)
+    csr = csr if csr is not None else workspace.dense_to_csr(x)
+    rows = np.arange(len(csr[0]) - 1, dtype=np.int64)
+    return workspace.forward_logits(theta, layout, csr, rows)
