@@ -45,7 +45,7 @@ def _tail_block(base, base_at, zs, s, wt, geo, n, hs, lt, stride):
         for j in range(width0):
             u = np.uint64(j)
             v = base[b + u] + s * zs[z + u]
-            x[o + u] = v if v > zero else zero
+            x[o + u] = zero if v < zero else v  # NaN stays NaN, as in np.maximum
     for l in range(1, n_layers):
         fan_in = geo[G_DIMS, l]
         fan_out = geo[G_DIMS, l + 1]
@@ -55,7 +55,7 @@ def _tail_block(base, base_at, zs, s, wt, geo, n, hs, lt, stride):
             _dense_rows(wt, geo[G_T, l], fan_in, fan_out, x, n4, y, fan_out, 1)
             for i in range(n4 * fan_out):
                 v = y[i]
-                y[i] = v if v > zero else zero
+                y[i] = zero if v < zero else v
             x, y = y, x
 
 
