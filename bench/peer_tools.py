@@ -23,7 +23,6 @@ runners: this module imports with NumPy and fastes alone.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from importlib.metadata import version
@@ -119,14 +118,14 @@ class FastesRunner:
     def warm_up(self, rows: np.ndarray) -> float:
         started = time.perf_counter()
         self.trainer.prepare(self.state)  # compiles or loads the kernels, state unchanged
-        scratch = copy.deepcopy(self.state)
-        for r in rows:
-            self.trainer.generation(scratch, r, self.config.sigma, self.config.lr)
+        scratch = self.state
+        for r in rows:  # each generation returns a new state: self.state stays where it is
+            scratch = self.trainer.generation(scratch, r, self.config.sigma, self.config.lr).state
         return time.perf_counter() - started
 
     def run(self, rows: np.ndarray) -> None:
         for r in rows:
-            self.trainer.generation(self.state, r, self.config.sigma, self.config.lr)
+            self.state = self.trainer.generation(self.state, r, self.config.sigma, self.config.lr).state
 
     def theta(self) -> np.ndarray:
         return self.state.theta.copy()

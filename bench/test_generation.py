@@ -53,9 +53,8 @@ def test_generation(benchmark, name, backend):
 def test_backends_agree_on_bench_configs(name):
     """The comparison table also drives correctness: both backends, same generation."""
     fast, slow = Generation(name, "numba"), Generation(name, "numpy")
-    offsets = fast.trainer.es.ask(fast.state)
+    offsets, scale = fast.trainer.es.ask(fast.state, fast.config.sigma)  # pgpe: its standard deviations
     rows = fast.rows
-    scale = fast.trainer.es.noise_scale(fast.state, fast.config.sigma)  # pgpe: its standard deviations
     a = fast.trainer.backend.population_losses(fast.state.theta, offsets, scale, rows)
     b = slow.trainer.backend.population_losses(slow.state.theta, offsets, scale, rows)
     np.testing.assert_allclose(a, b, rtol=1e-4)

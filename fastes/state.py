@@ -6,6 +6,7 @@ NumPy only: reading a checkpoint or a run's metrics loads no training code.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,8 +20,8 @@ METRIC_COLUMNS = ("epoch", "generation", "wall_seconds", "train_loss", "train_ac
 
 @dataclass
 class ESState:
-    """Everything the strategy evolves; :meth:`fastes.strategies.base.Strategy.tell` updates it in
-    place and returns it.
+    """Everything the strategy evolves; :meth:`fastes.strategies.base.Strategy.tell` returns
+    the next generation's as a new object.
 
     Attributes
     ----------
@@ -38,6 +39,13 @@ class ESState:
     generation: int = 0
     optimizer: dict = field(default_factory=dict)
     sigma: np.ndarray | None = None
+
+    def advanced(self, theta: np.ndarray, optimizer: dict, sigma: np.ndarray | None):
+        """A copy of this state (of its class, every other field shared) one generation on,
+        with these arrays; this state is left as it was."""
+        new = copy.copy(self)
+        new.theta, new.optimizer, new.sigma, new.generation = theta, optimizer, sigma, self.generation + 1
+        return new
 
 
 @dataclass

@@ -1,17 +1,14 @@
 """The training loop: thin Python around the population kernels.
 
-Per generation: ask the strategy for noise offsets, let the backend score the population
-on the next batch, score the model the population is drawn around on that batch (the
-per-epoch training curve is the mean of those; the Numba backend reads it off the
-population call's first layer), shape the losses into noise weights, let the backend sum
-the weighted noise into a gradient estimate, let the strategy step.
+Per generation, :func:`fastes.generation.run_generation` on the next batch, with the
+centre scored on that batch before its step (the per-epoch training curve is the mean of
+those; the Numba backend reads it off the population call's first layer).
 Test loss and accuracy are measured at the end of every epoch and every
 ``eval_every_seconds``. All of it is resumable from a :class:`TrainState`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -24,9 +21,10 @@ from .io.data import Dataset, epoch_order, load_dataset
 from .diagnose import divergence_message
 from .errors import DivergenceError
 from .backends.reference import losses_from_logits
+from .generation import GenerationResult, LossesNotFinite, run_generation
 from .state import ACCURACY_LEVELS, ESState, TrainState
 from .strategies import build_strategy
-from .strategies.base import schedule
+from .strategies.schedules import schedule
 
 
 def next_evaluation(now: float, every: float) -> float:
@@ -153,12 +151,8 @@ class Trainer:
         if self.progress is not None:
             self.progress({"stage": "compile", "seconds": None})
         started = time.perf_counter()
-        cfg, es, backend = self.config, self.es, self.backend
-        rows = np.arange(min(cfg.batch_size, self.n_train), dtype=np.int64)
-        offsets = es.ask(state)  # reads the state; nothing below writes it
-        weights = es.weights(backend.population_losses(state.theta, offsets, es.noise_scale(state, cfg.sigma), rows))
-        es.gradient(backend, offsets, np.zeros_like(weights))
-        backend.batch_metrics(state.theta, rows)
+        rows = np.arange(min(self.config.batch_size, self.n_train), dtype=np.int64)
+        self.generation(state, rows, self._sigma(state), self._lr(state), state.epoch)  # its new state is dropped
         self.evaluate(state.theta, "test")
         self.compile_seconds = time.perf_counter() - started
         if self.progress is not None:
@@ -181,7 +175,7 @@ class Trainer:
         anneals its schedule completely. Returns the epochs planned.
         """
         cfg = self.config
-        probe = copy.deepcopy(state)
+        probe = state  # each generation returns a new state: ``state`` itself never moves
         self.backend.begin(probe)
         order = epoch_order(cfg.seed, probe.epoch, self.n_train, cfg.shuffle)
         seconds = min(self.FIT_SECONDS, 0.01 * cfg.max_seconds)
@@ -193,7 +187,7 @@ class Trainer:
         timed, started = 0, time.perf_counter()
         while timed < 2 or (time.perf_counter() - started < seconds and timed < self.n_batches):
             rows = self._batch_rows(order, timed)
-            self.generation(probe, rows, self._sigma(probe), self._lr(probe), probe.epoch, count=probe)
+            probe = self.generation(probe, rows, self._sigma(probe), self._lr(probe), probe.epoch).state
             timed += 1
             # A budget that would not hold the run's next epoch even at twice the rate just
             # measured plans that one epoch whatever more timing says (short runs, CI)
@@ -228,26 +222,29 @@ class Trainer:
         clock = _Clock(state.elapsed, self.config.eval_every_seconds)
         budget = _Budget(self.config.max_seconds, max_generations)
         while state.epoch < self.config.epochs:
-            if not self._train_epoch(state, clock, budget):
+            state, finished = self._train_epoch(state, clock, budget)
+            if not finished:
                 break
             self._end_epoch(state, clock)
             if on_epoch is not None:
                 on_epoch(clock.stamp(state))
         return clock.stamp(state)
 
-    def _train_epoch(self, state: TrainState, clock: _Clock, budget: _Budget) -> bool:
-        """The epoch's remaining batches; False when the budget ends the run first."""
+    def _train_epoch(self, state: TrainState, clock: _Clock, budget: _Budget) -> tuple[TrainState, bool]:
+        """The epoch's remaining batches: the state after them, and False when the budget
+        ends the run first."""
         cfg = self.config
         order = epoch_order(cfg.seed, state.epoch, self.n_train, cfg.shuffle)
         sigma = self._sigma(state)
         while state.batch < self.n_batches:
             if self._out_of_budget(state, clock, budget):
-                return False
+                return state, False
             rows = self._batch_rows(order, state.batch)
-            self.generation(state, rows, sigma, self._lr(state), state.epoch, count=state)
+            result = self.generation(state, rows, sigma, self._lr(state), state.epoch, score_centre=True)
+            state = self._count_batch(result, len(rows))
             budget.done += 1
             self._between_batches(state, clock)
-        return True
+        return state, True
 
     # ------------------------------------------------------------------ one concern each
 
@@ -279,13 +276,17 @@ class Trainer:
             return True
         return False
 
-    def _count_batch(self, state: TrainState, rows: np.ndarray) -> None:
-        """Score the model on its batch, before its step, into the epoch's running sums."""
-        loss_sum, correct = self.backend.batch_metrics(state.theta, rows)
+    @staticmethod
+    def _count_batch(result: GenerationResult, n_rows: int) -> TrainState:
+        """The stepped state with its batch counted, and the centre's score on the batch,
+        before its step, added to the epoch's running sums."""
+        state = result.state
+        loss_sum, correct = result.centre
         state.loss_sum += loss_sum
         state.correct += correct
-        state.seen += len(rows)
+        state.seen += n_rows
         state.batch += 1
+        return state
 
     def _between_batches(self, state: TrainState, clock: _Clock) -> None:
         """A timed evaluation when one is due (an epoch's end records anyway), and a
@@ -307,25 +308,17 @@ class Trainer:
         clock.evaluated(clock.now())
 
     def generation(self, state: ESState, rows: np.ndarray, sigma: float, lr: float, epoch: int = 0,
-                   count: TrainState | None = None) -> np.ndarray:
-        """One ES generation on training ``rows`` (B,): ask for noise, score the population,
-        shape the losses, estimate the gradient, step. Returns the losses, shape (n,).
+                   score_centre: bool = False) -> GenerationResult:
+        """One ES generation on training ``rows`` (B,) (:func:`fastes.generation.run_generation`)
+        at the sigma schedule's value ``sigma`` and learning rate ``lr``; ``state`` is left as
+        it was. ``score_centre``: also score the model on ``rows`` before its step.
 
-        ``sigma`` is the sigma schedule's value. ``state`` (its parameters, optimizer state,
-        standard deviations and generation) is updated in place. ``count``: a train state
-        whose epoch sums receive the model's own loss and accuracy on ``rows``, before the
-        step (the Numba backend takes them from the population call's first layer)."""
-        es, backend = self.es, self.backend
-        offsets = es.ask(state)
-        losses = backend.population_losses(state.theta, offsets, es.noise_scale(state, sigma), rows, state.generation)
-        if not np.isfinite(losses).all():
-            raise DivergenceError(divergence_message(self, state.generation, state.theta, rows, epoch))
-        if count is not None:
-            self._count_batch(count, rows)
-        weights = es.weights(losses)
-        es.tell(state, es.gradient(backend, offsets, weights), lr)
-        backend.record_step(weights, lr)
-        return losses
+        Raises :class:`DivergenceError`, naming the option to change, when a member's loss is
+        not finite (``epoch`` only serves its message)."""
+        try:
+            return run_generation(self.es, self.backend, state, rows, sigma, lr, score_centre)
+        except LossesNotFinite:
+            raise DivergenceError(divergence_message(self, state.generation, state.theta, rows, epoch)) from None
 
     def _record(self, state: TrainState, now: float, partial: bool) -> None:
         if state.history and state.history[-1]["generation"] == state.generation:

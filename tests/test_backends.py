@@ -43,7 +43,7 @@ def test_numba_batch_metrics_from_the_population_call_then_fresh_after_a_step(ba
     fast, slow = Trainer(config), Trainer(config.replace(backend="numpy"))
     state = fast.initial_state()
     rows = np.arange(batch_size, dtype=np.int64)[::-1].copy()
-    offsets = fast.es.ask(state)
+    offsets = fast.es.ask(state, config.sigma).offsets
     fast.backend.population_losses(state.theta, offsets, config.sigma, rows)
     before = fast.backend.batch_metrics(state.theta, rows)
     want = slow.backend.batch_metrics(state.theta, rows)

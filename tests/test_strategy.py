@@ -8,7 +8,8 @@ from fastes.strategies.pgpe import PGPE
 from fastes.backends.reference import noise_moments, noise_weighted_sum
 from fastes.strategies.snes import SNES, default_population
 from fastes.state import ESState
-from fastes.strategies.base import centered_rank, nes_utilities, noise_weights, schedule, square_weights, zscore
+from fastes.strategies.schedules import schedule
+from fastes.strategies.shaping import centered_rank, nes_utilities, noise_weights, square_weights, zscore
 
 
 def test_zscore_and_guard():
@@ -96,12 +97,12 @@ class ReferenceNoise:
 def _one_generation(strategy, state, losses):
     """Offsets, the members' standard-normal noise (n, P) and the state after ``tell``."""
     table = noise_table()
-    offsets = strategy.ask(state)
-    u = np.stack([table[o : o + strategy.n_params] for o in offsets]).astype(np.float64)
+    population = strategy.ask(state, strategy.config.sigma)
+    u = np.stack([table[o : o + strategy.n_params] for o in population.offsets]).astype(np.float64)
     signs = [1.0, -1.0] if strategy.config.antithetic else [1.0]
     members = np.stack([s * row for row in u for s in signs])
-    gradient = strategy.gradient(ReferenceNoise(table, strategy.n_params), offsets, strategy.weights(losses))
-    return members, strategy.tell(state, gradient, strategy.config.lr)
+    stepped, _ = strategy.tell(state, population, losses, ReferenceNoise(table, strategy.n_params), strategy.config.lr)
+    return members, stepped
 
 
 def _state(strategy, rng):
@@ -191,11 +192,10 @@ def test_learned_sigmas_follow_the_curvature(name):
     for _ in range(300):
         sigma, theta = state.sigma.astype(np.float64), state.theta.astype(np.float64)
         table = noise_table()
-        offsets = es.ask(state)
-        u = np.stack([table[o : o + size] for o in offsets]).astype(np.float64)
+        population = es.ask(state, config.sigma)
+        u = np.stack([table[o : o + size] for o in population.offsets]).astype(np.float64)
         members = np.stack([theta + s * sigma * row for row in u for s in (1.0, -1.0)])
-        gradient = es.gradient(ReferenceNoise(table, size), offsets, es.weights(loss(members)))
-        es.tell(state, gradient, config.lr)
+        state, _ = es.tell(state, population, loss(members), ReferenceNoise(table, size), config.lr)
     assert loss(state.theta) < start / 100
     steep, flat = state.sigma[: size // 2].mean(), state.sigma[size // 2 :].mean()
     assert steep < flat < 0.3, (steep, flat)

@@ -71,17 +71,14 @@ class _Worker:
             scaled=cfg.learns_sigma,
         )
         self.state: ESState | None = None
-        self.offsets: np.ndarray | None = None  # the current generation's noise (its update replays them)
+        self.population = None  # the current generation's (its update replays its noise)
 
     def begin(self, state: ESState) -> int:
         """Take the driver's state (parameters, optimizer state, standard deviations,
         generation); returns the parameter count (the driver checks that every worker built
         the same model)."""
-        # copies: what Ray delivers is read-only, and the worker updates its state in place
-        sigma = None if state.sigma is None else np.array(state.sigma, dtype=np.float32)
-        self.state = ESState(np.array(state.theta, dtype=np.float32), state.generation,
-                             {k: np.array(v) for k, v in state.optimizer.items()}, sigma)
-        self.offsets = None
+        self.state = ESState(state.theta, state.generation, state.optimizer, state.sigma)
+        self.population = None
         return self.layout.size
 
     def evaluate(self, generation: int, k0: int, k1: int, sigma: float | None, rows: np.ndarray, pending) -> np.ndarray:
@@ -90,13 +87,12 @@ class _Worker:
         ``sigma`` (None: by the standard deviations of the worker's state)."""
         if pending is not None:
             weights, lr = pending
-            self.es.tell(self.state, self.es.gradient(self.noise, self.offsets, weights), lr)
+            self.state = self.es.update(self.state, self.population.offsets, weights, self.noise, lr)
         if self.state.generation != generation:
             raise RuntimeError(f"worker at generation {self.state.generation}, asked for {generation}")
-        self.offsets = self.es.ask(self.state)
-        losses = self.workspace.losses(self.state.theta, self.table, np.ascontiguousarray(self.offsets[k0:k1]),
-                                       self.es.noise_scale(self.state, sigma), self.csr, rows, self.labels,
-                                       self.loss_code)
+        self.population = self.es.ask(self.state, sigma)
+        losses = self.workspace.losses(self.state.theta, self.table, np.ascontiguousarray(self.population.offsets[k0:k1]),
+                                       self.population.scale, self.csr, rows, self.labels, self.loss_code)
         return losses.copy()
 
 

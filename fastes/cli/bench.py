@@ -82,7 +82,7 @@ class Generation:
         self.trainer.backend.begin(self.state)
 
     def __call__(self) -> None:
-        self.trainer.generation(self.state, self.rows, self.config.sigma, self.config.lr)
+        self.state = self.trainer.generation(self.state, self.rows, self.config.sigma, self.config.lr).state
 
     def dense_flops(self) -> float:
         """The dense work the population forward stands for, 2 * n * B * sum(fan_in * fan_out)."""
@@ -110,17 +110,16 @@ class Generation:
         for _ in range(repeats):
             t: dict[str, float] = {}
             start = time.perf_counter()
-            offsets = es.ask(self.state)
+            offsets, scale = es.ask(self.state, sigma)
             t["ask"] = time.perf_counter() - start
             kernels: dict[str, float] = {}
-            scale = es.noise_scale(self.state, sigma)
             losses = backend.population_losses(self.state.theta, offsets, scale, self.rows, timings=kernels)
             t0 = time.perf_counter()
             weights = es.weights(losses)
             t1 = time.perf_counter()
             grad = es.gradient(backend, offsets, weights)
             t2 = time.perf_counter()
-            es.tell(self.state, grad, lr)
+            stepped = es.step(self.state, grad, lr)
             t3 = time.perf_counter()
             total = t3 - start
             t.update(shaping=t1 - t0, gradient=t2 - t1, optimizer=t3 - t2, first_layer=kernels["first_layer"])
@@ -130,6 +129,7 @@ class Generation:
                 ws.losses(self.state.theta, backend.table, offsets, scale, backend.csr, self.rows, backend.labels,
                           backend.loss_code, phases=phases, timings=part)
                 prefix[phases].append(part["members"])
+            self.state = stepped
             members.append(kernels["members"] + kernels.get("reduction", 0.0))
             t["overhead"] = max(total - sum(t.values()) - members[-1], 0.0)
             for p, v in t.items():

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..state import ESState
-from .base import Strategy, noise_weights
+from .base import Strategy
+from .shaping import noise_weights
 
 
 class OpenES(Strategy):
@@ -30,8 +31,6 @@ class OpenES(Strategy):
         """``g = sum_k weights[k] u_k``, (P,) float64."""
         return noise.noise_sum(offsets, weights)
 
-    def tell(self, state: ESState, grad: np.ndarray, lr: float) -> ESState:
-        """One optimizer step along the gradient estimate ``grad`` (P,), float64."""
-        self.optimizer.step(state.theta, grad, lr, state.optimizer)
-        state.generation += 1
-        return state
+    def step(self, state: ESState, gradient: np.ndarray, lr: float) -> ESState:
+        """One optimizer step along the gradient estimate (P,), float64."""
+        return self._stepped(state, gradient, lr)

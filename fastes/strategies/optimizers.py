@@ -1,8 +1,9 @@
 """First-order optimizers for the ES gradient estimate (after OpenAI's ES starter, and
 ClipUp, Toklu et al. 2020).
 
-Each optimizer *descends*: ``step(theta, grad, lr, state)`` moves ``theta`` (float32, in
-place) against ``grad`` (float64, the loss gradient estimate). Weight decay adds
+Each optimizer *descends*: ``step(theta, grad, lr, state)`` returns ``theta`` (float32)
+moved against ``grad`` (float64, the loss gradient estimate) and the optimizer's next
+state, both new arrays (the arguments are left as they were). Weight decay adds
 ``wd * theta`` to the gradient first (L2 regularisation). An optimizer holds only its
 hyperparameters; its step count and moments are a dict of arrays (:meth:`Optimizer.state`)
 that lives in the strategy's state (:class:`fastes.state.ESState`), so that checkpoints
@@ -34,22 +35,26 @@ class Optimizer:
         """A fresh state: no step taken (``t``, 0-d int64) and moments at zero, (P,) float64."""
         return {"t": np.array(0, dtype=np.int64)}
 
-    def step(self, theta: np.ndarray, grad: np.ndarray, lr: float, state: dict[str, np.ndarray]) -> None:
-        """Update ``theta`` (P,) and ``state`` in place from ``grad`` (P,) with learning rate ``lr``."""
+    def step(self, theta: np.ndarray, grad: np.ndarray, lr: float, state: dict[str, np.ndarray]
+             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``theta`` (P,) after a step along ``grad`` (P,) with learning rate ``lr``, and the
+        next optimizer state."""
         if self.weight_decay:
             grad = grad + self.weight_decay * theta
-        state["t"][()] += 1
-        theta -= self._direction(grad, lr, state).astype(np.float32)
+        direction, moments = self._direction(grad, lr, state, int(state["t"]) + 1)
+        return theta - direction.astype(np.float32), {"t": np.array(int(state["t"]) + 1, dtype=np.int64), **moments}
 
-    def _direction(self, grad: np.ndarray, lr: float, state: dict[str, np.ndarray]) -> np.ndarray:
+    def _direction(self, grad: np.ndarray, lr: float, state: dict[str, np.ndarray], t: int
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The step (P,) float64 and the new moments, at step count ``t`` (1 for the first)."""
         raise NotImplementedError
 
 
 class SGD(Optimizer):
     """theta -= lr * g."""
 
-    def _direction(self, grad, lr, state):
-        return lr * grad
+    def _direction(self, grad, lr, state, t):
+        return lr * grad, {}
 
 
 class Momentum(Optimizer):
@@ -62,11 +67,9 @@ class Momentum(Optimizer):
     def state(self):
         return {**super().state(), "v": np.zeros(self.size, dtype=np.float64)}
 
-    def _direction(self, grad, lr, state):
-        v = state["v"]
-        v *= self.momentum
-        v += (1.0 - self.momentum) * grad
-        return lr * v
+    def _direction(self, grad, lr, state, t):
+        v = state["v"] * self.momentum + (1.0 - self.momentum) * grad
+        return lr * v, {"v": v}
 
 
 class Adam(Optimizer):
@@ -79,14 +82,11 @@ class Adam(Optimizer):
     def state(self):
         return {**super().state(), "m": np.zeros(self.size, dtype=np.float64), "v": np.zeros(self.size, dtype=np.float64)}
 
-    def _direction(self, grad, lr, state):
-        m, v, t = state["m"], state["v"], int(state["t"])
-        m *= self.beta1
-        m += (1.0 - self.beta1) * grad
-        v *= self.beta2
-        v += (1.0 - self.beta2) * grad * grad
+    def _direction(self, grad, lr, state, t):
+        m = state["m"] * self.beta1 + (1.0 - self.beta1) * grad
+        v = state["v"] * self.beta2 + (1.0 - self.beta2) * grad * grad
         a = lr * np.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
-        return a * m / (np.sqrt(v) + self.epsilon)
+        return a * m / (np.sqrt(v) + self.epsilon), {"m": m, "v": v}
 
 
 class ClipUp(Optimizer):
@@ -114,9 +114,8 @@ class ClipUp(Optimizer):
     def state(self):
         return {**super().state(), "v": np.zeros(self.size, dtype=np.float64)}
 
-    def _direction(self, grad, lr, state):
-        v = state["v"]
-        v *= self.momentum
+    def _direction(self, grad, lr, state, t):
+        v = state["v"] * self.momentum
         norm = _norm(grad)
         if norm > 0.0:  # a zero gradient (all losses tied) has no direction to add
             v += (lr / norm) * grad
@@ -124,7 +123,7 @@ class ClipUp(Optimizer):
         limit = 2.0 * lr if self.max_speed is None else self.max_speed
         if speed > limit:
             v *= limit / speed
-        return v
+        return v, {"v": v}
 
 
 def _norm(x: np.ndarray) -> float:
