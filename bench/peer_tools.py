@@ -29,7 +29,7 @@ from importlib.metadata import version
 
 import numpy as np
 
-from fastes.config import Config
+from fastes.config import PRESETS, Config
 from fastes.io.data import Dataset, epoch_order
 from fastes.layout import ParamLayout
 
@@ -53,7 +53,7 @@ TOOLS = ("numpy", "fastes", "evosax", "evotorch", "sklearn")
 
 def config_for(name: str) -> Config:
     """The validated fastes Config of a compared configuration."""
-    return Config(**CONFIGS[name])
+    return Config(**{**PRESETS["seed"], **CONFIGS[name]})
 
 
 def initial_theta(config: Config, dataset: Dataset) -> np.ndarray:

@@ -4,7 +4,7 @@
 Each option is declared once, as a :class:`Config` field with an :class:`Option` in its
 metadata (help text, values, flag, estimator parameter, whether ``--resume`` may change
 it). The value checks here, the ``fastes train`` flags (:mod:`fastes.cli.main`), the TOML keys,
-the estimator's parameters (:mod:`fastes.estimator`) and the README's options table are
+the estimator's parameters (:mod:`fastes.estimator`) and the options table of the docs are
 all derived from it.
 """
 
@@ -28,12 +28,12 @@ if sys.version_info >= (3, 11):
 else:  # pyproject.toml installs tomli, tomllib's original, on Python 3.10
     import tomli as tomllib
 
-#: Ranges of real-valued options (intervals as written in the README's options table).
+#: Ranges of real-valued options (intervals as written in the options table of the docs).
 POSITIVE, NON_NEGATIVE, UNIT, FACTOR = "(0, inf)", "[0, inf)", "[0, 1)", "(0, 1]"
-#: The evolution strategies (:mod:`fastes.strategies.openai_es`, :mod:`fastes.strategies.pgpe`, :mod:`fastes.strategies.snes`), and those that
-#: learn a standard deviation per parameter.
-STRATEGIES = ("openai-es", "pgpe", "snes")
-LEARNED_SIGMA = ("pgpe", "snes")
+#: The evolution strategies (:mod:`fastes.strategies`), by ``--strategy`` name: whether each
+#: learns a standard deviation per parameter.
+STRATEGIES = {"openai-es": False, "pgpe": True, "snes": True}
+LEARNED_SIGMA = tuple(name for name, learned in STRATEGIES.items() if learned)
 _INT64_MAX = 2**63 - 1
 
 
@@ -44,7 +44,7 @@ class Option:
     Attributes
     ----------
     help : str
-        What the option does (the flag's ``--help`` text and the README's table).
+        What the option does (the flag's ``--help`` text and the docs' options table).
     kind : {"int", "float", "bool", "choice", "text", "hidden"}
         The value's type: an integer, a real number, a switch, one of ``choices``, a
         non-empty string, or hidden layer sizes.
@@ -97,7 +97,7 @@ class Option:
 
     @property
     def values(self) -> str:
-        """The values it takes, in words (for help texts and the README)."""
+        """The values it takes, in words (for help texts and the docs)."""
         if self.kind == "choice":
             return ", ".join(self.choices)
         if self.kind == "int":
@@ -111,15 +111,16 @@ class Option:
 def option(default: Any, help: str, kind: str, **spec: Any) -> Any:
     """A :class:`Config` field with its :class:`Option` (``spec``: the Option's other
     attributes)."""
-    return dataclasses.field(default=default, metadata={"option": Option(help, kind, optional=default is None, **spec)})
+    spec.setdefault("optional", default is None)
+    return dataclasses.field(default=default, metadata={"option": Option(help, kind, **spec)})
 
 
 @dataclass
 class Config:
     """Every hyperparameter of a training run.
 
-    Defaults are the original Julia program's values (the ``seed`` preset), except that
-    :data:`PRESETS` overrides them for ``default``.
+    Defaults are what a bare ``fastes train`` runs (the ``default`` preset); every other
+    preset of :data:`PRESETS` says how it differs from them.
     """
 
     # data
@@ -128,34 +129,34 @@ class Config:
     data_dir: str | None = option(None, "read MNIST-format IDX files from this folder instead (Fashion-MNIST, "
                                   "KMNIST...)", "text", metavar="DIR", estimator=None)
     # model
-    hidden: tuple[int, ...] = option((16, 16), "hidden layer sizes (empty: a linear model)", "hidden", metavar="16,16")
-    init: str = option("normal", "initial weights: N(0, init_std), He or Glorot; biases start at zero", "choice",
+    hidden: tuple[int, ...] = option((128,), "hidden layer sizes (empty: a linear model)", "hidden", metavar="16,16")
+    init: str = option("he", "initial weights: N(0, init_std), He or Glorot; biases start at zero", "choice",
                        choices=("normal", "he", "glorot"))
     init_std: float = option(0.1, "standard deviation of the normal initial weights", "float", float32=True,
                              metavar="X")
     # evolution strategy
     strategy: str = option("openai-es", "OpenAI ES (one noise scale for all parameters), or PGPE (Sehnke et al. 2010) "
                            "or SNES (Schaul et al. 2011), which learn a standard deviation per parameter", "choice",
-                           choices=STRATEGIES)
-    population: int = option(8, "members per generation", "int", metavar="N")
-    sigma: float = option(0.001, "standard deviation of the parameter noise (pgpe, snes: every parameter's initial "
+                           choices=tuple(STRATEGIES))
+    population: int = option(4096, "members per generation", "int", metavar="N")
+    sigma: float = option(0.04, "standard deviation of the parameter noise (pgpe, snes: every parameter's initial "
                           "one)", "float", float32=True, metavar="X")
-    antithetic: bool = option(False, "mirrored pairs +eps, -eps sharing one noise vector (needs an even population)",
+    antithetic: bool = option(True, "mirrored pairs +eps, -eps sharing one noise vector (needs an even population)",
                               "bool")
-    shaping: str = option("zscore", "advantages (f - mean) / std, ranks mapped to [-0.5, 0.5], or NES's utilities "
+    shaping: str = option("centered-rank", "advantages (f - mean) / std, ranks mapped to [-0.5, 0.5], or NES's utilities "
                           "of the ranks, max(0, ln(n/2 + 1) - ln rank) normalised, minus 1/n", "choice",
                           choices=("zscore", "centered-rank", "nes"))
-    perturbation: str = option("full", "full-rank noise, or each weight matrix perturbed by A.T @ B / sqrt(rank), "
+    perturbation: str = option("lowrank", "full-rank noise, or each weight matrix perturbed by A.T @ B / sqrt(rank), "
                                "A (rank, fan_in), B (rank, fan_out) (EGGROLL, arXiv 2511.16652)", "choice",
                                choices=("full", "lowrank"))
     rank: int = option(1, "rank of low-rank perturbations", "int", metavar="R")
-    loss: str = option("mse", "MSE against one-hot labels summed over outputs, or softmax cross-entropy", "choice",
+    loss: str = option("cross-entropy", "MSE against one-hot labels summed over outputs, or softmax cross-entropy", "choice",
                        choices=("mse", "cross-entropy"))
     # optimizer
-    optimizer: str = option("sgd", "how to step along the gradient estimate; ClipUp (Toklu et al. 2020): momentum on "
+    optimizer: str = option("adam", "how to step along the gradient estimate; ClipUp (Toklu et al. 2020): momentum on "
                             "the normalised gradient, each step at most --max-speed long", "choice",
                             choices=("sgd", "momentum", "adam", "clipup"))
-    lr: float = option(0.001, "learning rate (snes: of the centre, 1 in the natural-gradient form; clipup: its step "
+    lr: float = option(0.005, "learning rate (snes: of the centre, 1 in the natural-gradient form; clipup: its step "
                        "size)", "float", float32=True, metavar="X")
     momentum: float = option(0.9, "momentum coefficient (--optimizer momentum or clipup)", "float", interval=UNIT,
                              metavar="X")
@@ -164,7 +165,7 @@ class Config:
     beta1: float = option(0.9, "Adam's decay rate of the gradient mean", "float", interval=UNIT, metavar="X")
     beta2: float = option(0.999, "Adam's decay rate of the squared gradient mean", "float", interval=UNIT, metavar="X")
     weight_decay: float = option(0.0, "L2: adds X * theta to the gradient", "float", interval=NON_NEGATIVE, metavar="X")
-    lr_schedule: str = option("constant", "learning rate per epoch: constant, lr * lr_decay**epoch, or annealed to 0 "
+    lr_schedule: str = option("cosine", "learning rate per epoch: constant, lr * lr_decay**epoch, or annealed to 0 "
                               "along a cosine over the run's epochs", "choice",
                               choices=("constant", "exponential", "cosine"))
     lr_decay: float = option(1.0, "per-epoch factor of the exponential lr schedule", "float", interval=FACTOR,
@@ -178,14 +179,14 @@ class Config:
     sigma_max_change: float = option(0.2, "pgpe: the most a standard deviation may change in one generation, as a "
                                      "fraction of itself", "float", interval=UNIT, metavar="X")
     # schedule of data and time
-    batch_size: int = option(64, "training rows per generation", "int", metavar="N")
-    shuffle: bool = option(False, "a new order of the training rows each epoch, from (seed, epoch); off: in order",
+    batch_size: int = option(256, "training rows per generation", "int", metavar="N")
+    shuffle: bool = option(True, "a new order of the training rows each epoch, from (seed, epoch); off: in order",
                            "bool")
-    epochs: int = option(100, "passes over the training data (and the length of a cosine lr schedule)", "int",
+    epochs: int = option(60, "passes over the training data (and the length of a cosine lr schedule)", "int",
                          metavar="N", resume=True)
-    max_seconds: float | None = option(None, "stop cleanly after this many seconds of training; results are written",
-                                       "float", metavar="S", resume=True)
-    fit_budget: bool = option(False, "plan no more epochs than --max-seconds holds: time a few generations before "
+    max_seconds: float | None = option(600.0, "stop cleanly after this many seconds of training; results are written",
+                                       "float", metavar="S", resume=True, optional=True)
+    fit_budget: bool = option(True, "plan no more epochs than --max-seconds holds: time a few generations before "
                               "training and lower epochs to fit (the run's config.toml holds the epochs planned)",
                               "bool", estimator=None)
     eval_every_seconds: float = option(30.0, "seconds between test evaluations (after those at 1, 2, 4, 8 and 16 s)",
@@ -399,94 +400,32 @@ def parse_hidden(value: Any) -> tuple[int, ...]:
     return tuple(int(size) for size in sizes)
 
 
-#: What the ``pgpe`` and ``snes`` presets share: default's network, batches and budget, with
-#: full-rank noise and a smaller population; the cosine schedule's epochs are what the budget
-#: holds on the machine at hand (``fit_budget``: at most 100).
-_LEARNED_SIGMA_MNIST: dict[str, Any] = dict(
-    hidden=(128,),
-    init="he",
-    population=512,
-    antithetic=True,
-    loss="cross-entropy",
-    lr_schedule="cosine",
-    batch_size=256,
-    shuffle=True,
-    epochs=100,
-    max_seconds=600.0,
-    fit_budget=True,
-)
+#: What the ``pgpe`` and ``snes`` presets change: PGPE and SNES learn a standard deviation per
+#: parameter, which needs full-rank noise, so their populations are smaller than the low-rank 4096.
+_LEARNED_SIGMA_MNIST: dict[str, Any] = dict(perturbation="full", population=512, epochs=100)
 
-#: Named starting points. ``seed`` is the original program; ``default`` is what a bare
-#: ``fastes train`` runs, chosen by measurement (see README).
+#: Named starting points, each as its differences from :class:`Config`'s defaults.
 PRESETS: dict[str, dict[str, Any]] = {
-    "seed": {},
-    "default": dict(
-        # Chosen by 60-90 s trials on this 2-core machine (README): low-rank noise lets a
-        # population of 4096 run at several generations per second, and large
-        # populations gained most per second of all we tried.
-        hidden=(128,),
-        init="he",
-        population=4096,
-        antithetic=True,
-        perturbation="lowrank",
-        rank=1,
-        # 0.04, not 0.02: the wider smoothing generalises better once the budget's ~40 epochs
-        # fit the training set (41-epoch trials: 0.9755 test against 0.9724; results/default-trials.md)
-        sigma=0.04,
-        shaping="centered-rank",
-        loss="cross-entropy",
-        optimizer="adam",
-        lr=0.005,
-        lr_schedule="cosine",
-        batch_size=256,
-        shuffle=True,
-        # as many epochs as the 10-minute budget holds on the machine at hand (about 39 on
-        # this project's 2 cores), at most 60: the cosine schedule always completes
-        epochs=60,
-        max_seconds=600.0,
-        fit_budget=True,
-    ),
-    # PGPE and SNES learn a standard deviation per parameter, which needs full-rank noise: their
-    # populations are smaller than default's low-rank 4096. Proposed from the literature and short
-    # trials counted in generations; their 10-minute runs are results/pgpe and results/snes:
-    "pgpe": dict(
-        # EvoTorch's and EvoJAX's PGPE: symmetric sampling, centred ranks, ClipUp with lr = max_speed / 2
-        # (the ClipUp paper's rule), momentum 0.9, sigma_lr 0.1 (EvoTorch) and sigma steps of at most 20%
-        # (EvoTorch, EvoJAX): the last four are the options' defaults.
-        **_LEARNED_SIGMA_MNIST,
-        strategy="pgpe",
-        sigma=0.02,
-        shaping="centered-rank",
-        optimizer="clipup",
-        lr=0.2,
-    ),
-    "snes": dict(
-        # SNES's natural-gradient update (SGD on sigma * sum_m w_m u_m) with NES's utilities and its
-        # sigma learning rate (3 + ln P) / (5 sqrt P) (sigma_lr left unset). Its own population,
-        # 4 + floor(3 ln P) = 38 for this network, learned less than 256 in a short trial, and
-        # lr = 2 with sigma = 0.04 more than the paper's lr = 1 at sigma = 0.02.
-        **_LEARNED_SIGMA_MNIST,
-        strategy="snes",
-        sigma=0.04,
-        shaping="nes",
-        optimizer="sgd",
-        lr=2.0,
-    ),
-    "quick": dict(
-        dataset="digits",
-        hidden=(32,),
-        init="he",
-        population=128,
-        antithetic=True,
-        sigma=0.02,
-        shaping="centered-rank",
-        loss="cross-entropy",
-        optimizer="adam",
-        lr=0.03,
-        batch_size=64,
-        shuffle=True,
-        epochs=10,
-    ),
+    # what a bare ``fastes train`` runs: low-rank antithetic noise, population 4096, Adam on a cosine
+    # schedule, as many epochs as the 10-minute budget holds on the machine at hand (at most 60)
+    "default": {},
+    # the original Julia program: its network, initial weights, noise, loss, advantages and plain SGD,
+    # batches in order, 100 epochs
+    "seed": dict(hidden=(16, 16), init="normal", population=8, sigma=0.001, antithetic=False, shaping="zscore",
+                 perturbation="full", loss="mse", optimizer="sgd", lr=0.001, lr_schedule="constant", batch_size=64,
+                 shuffle=False, epochs=100, max_seconds=None, fit_budget=False),
+    # EvoTorch's and EvoJAX's PGPE: symmetric sampling, centred ranks, ClipUp with lr = max_speed / 2
+    # (the ClipUp paper's rule); momentum, sigma_lr and the 20% limit on sigma steps are the options' defaults
+    "pgpe": dict(**_LEARNED_SIGMA_MNIST, strategy="pgpe", sigma=0.02, optimizer="clipup", lr=0.2),
+    # SNES's natural-gradient update (SGD on sigma * sum_m w_m u_m) with NES's utilities and its own
+    # sigma learning rate (sigma_lr left unset)
+    "snes": dict(**_LEARNED_SIGMA_MNIST, strategy="snes", shaping="nes", optimizer="sgd", lr=2.0),
+    # seconds on scikit-learn's 8x8 digits
+    "quick": dict(dataset="digits", hidden=(32,), population=128, sigma=0.02, perturbation="full", lr=0.03,
+                  lr_schedule="constant", batch_size=64, epochs=10, max_seconds=None, fit_budget=False),
+    # small tabular problems: what :class:`fastes.ESClassifier` starts from
+    "tabular": dict(hidden=(64,), population=128, sigma=0.05, perturbation="full", lr=0.01, lr_schedule="constant",
+                    batch_size=64, epochs=20, max_seconds=None, fit_budget=False),
 }
 
 

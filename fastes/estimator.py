@@ -13,7 +13,7 @@ import math
 import numbers
 import textwrap
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import asdict
 from typing import Any, Iterator
 
 import numba
@@ -24,18 +24,16 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .backends import predict_logits
-from .config import OPTIONS, Config
+from .config import OPTIONS, PRESETS, Config
 from .io.data import Dataset
 from .errors import ConfigError
 from .cli.evaluate import softmax
 from .memory import check_fits
 from .trainer import Trainer
 
-#: The estimator's starting point, by :class:`Config` field: Config's defaults (the
-#: original program) except these, which learn small tabular problems quickly.
-DEFAULTS: dict[str, Any] = dict(hidden=(64,), population=128, sigma=0.05, lr=0.01, epochs=20, antithetic=True,
-                                shaping="centered-rank", loss="cross-entropy", optimizer="adam", init="he",
-                                shuffle=True, seed=None)
+#: The estimator's starting point, by :class:`Config` field: the ``tabular`` preset, with no
+#: fixed seed (``random_state=None``, scikit-learn's convention).
+DEFAULTS: dict[str, Any] = {**asdict(Config(**PRESETS["tabular"])), "seed": None}
 
 #: Estimator parameter -> :class:`Config` field, for every option the estimator exposes.
 PARAMETERS: dict[str, str] = {opt.parameter: name for name, opt in OPTIONS.items() if opt.parameter}
@@ -51,10 +49,9 @@ _TYPES = {"int": "int", "float": "float", "bool": "bool", "text": "str", "hidden
 
 def _signature() -> inspect.Signature:
     """``__init__(self, *, <every exposed option>=<its default>)``."""
-    config_defaults = {f.name: f.default for f in fields(Config)}
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     for param, name in PARAMETERS.items():
-        default = DEFAULTS.get(name, config_defaults[name])
+        default = DEFAULTS[name]
         params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=default))
     return inspect.Signature(params)
 
@@ -129,9 +126,9 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
 
     def _config(self, seed: int) -> Config:
         """The run's :class:`Config`: every exposed option from its parameter, ``seed``
-        for ``random_state``, Config's defaults for the rest (data, evaluation cadence)."""
+        for ``random_state``, the ``tabular`` preset for the rest (data, budget, evaluation cadence)."""
         values = {name: getattr(self, param) for param, name in PARAMETERS.items()}
-        return Config(**{**values, "seed": seed})
+        return Config(**{**PRESETS["tabular"], **values, "seed": seed})
 
     def _dataset(self, X, y) -> Dataset:
         n = X.shape[1]

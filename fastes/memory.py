@@ -23,9 +23,6 @@ import numpy as np
 from .errors import ResourceError
 from .layout import ParamLayout
 
-_OPTIMIZER_ARRAYS = {"sgd": 0, "momentum": 1, "adam": 2, "clipup": 1}  # float64 state vectors of P values
-
-
 def available_bytes() -> int:
     """Memory this process may still allocate: the least of the system's available memory,
     the cgroup (container) limit and the address-space rlimit."""
@@ -88,6 +85,7 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     """
     from .backends.workspace import forward_plan, lowrank_stack_shapes, plan_bytes, population_plan
     from .strategies.noise import table_size_for
+    from .strategies.optimizers import make_optimizer
     from .backends.reference import MEMBER_CHUNK
 
     layout = ParamLayout((n_features, *config.hidden, n_classes))
@@ -96,10 +94,11 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     learned = config.learns_sigma
     nnz = n_train * n_features if nnz is None else nnz
     widest = max(dims[1:])
+    moments = len(make_optimizer(config, 1).state()) - 1  # float64 vectors of P values besides the step count
     terms = {
         "noise table": 4 * table_size_for(layout.noise_size(config.perturbation, config.rank)),
         # theta, a float64 gradient, optimizer state and the step's float64 temporaries
-        "parameters and optimizer state": size * (4 + 8 + 8 * _OPTIMIZER_ARRAYS[config.optimizer] + 8 * 4),
+        "parameters and optimizer state": size * (4 + 8 + 8 * moments + 8 * 4),
         # learned standard deviations: float32, the squares' float64 sum and the update's temporaries
         "standard deviations": size * (4 + 8 + 8 * 3) if learned else 0,
         # the CSR copies of both splits (indices and values; the test split's nnz estimated

@@ -38,7 +38,7 @@ def test_seed_preset_is_the_original():
 )
 def test_invalid_values_rejected(changes, match):
     with pytest.raises(ConfigError, match=match):
-        Config(**changes)
+        preset("seed").replace(**changes)
 
 
 def test_unknown_preset_and_option():
@@ -68,6 +68,22 @@ def test_toml_roundtrip_and_precedence(tmp_path):
         resolve(None, tmp_path / "unknown.toml")
 
 
-def test_every_preset_is_valid():
-    for name in PRESETS:
-        preset(name)
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_each_preset_is_config_defaults_but_what_it_names(name):
+    """``Config()`` is the ``default`` preset (a bare ``fastes train``); every preset differs
+    from it in exactly the fields it lists."""
+    got, base = preset(name).to_dict(), Config().to_dict()
+    changed = {k for k in base if got[k] != base[k]}
+    assert changed == {k for k, v in PRESETS[name].items() if base[k] != (list(v) if isinstance(v, tuple) else v)}
+    assert (changed == set()) == (name == "default")
+
+
+def test_the_estimator_starts_from_the_tabular_preset():
+    from fastes import ESClassifier
+    from fastes.estimator import PARAMETERS
+
+    tabular = preset("tabular")
+    params = ESClassifier().get_params()
+    assert params["random_state"] is None
+    assert all(params[p] == getattr(tabular, f) for p, f in PARAMETERS.items() if p != "random_state")
+    assert ESClassifier(random_state=3)._config(3) == tabular.replace(seed=3)

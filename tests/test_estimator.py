@@ -1,5 +1,6 @@
 import pickle
 
+import numba
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -80,3 +81,68 @@ def test_learned_sigma_strategies_fit_and_partial_fit_continues(strategy):
     assert fitted.score(X / 16, y) > 0.5
     with pytest.raises(ValueError, match="full-rank noise"):
         ESClassifier(**params, perturbation="lowrank").fit(X / 16, y)
+
+
+# --------------------------------------------------------------------------- options reach the fit
+
+TINY = dict(hidden=(16,), population=32, epochs=3, batch_size=64, lr=0.03, sigma=0.05, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16, y
+
+
+def _same_model(a: ESClassifier, b: ESClassifier) -> bool:
+    return all(np.array_equal(p, q) for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_))
+
+
+def test_estimator_exponential_schedule_decays(digits):
+    X, y = digits
+    constant = ESClassifier(**TINY).fit(X, y)
+    decayed = ESClassifier(**TINY, lr_schedule="exponential", lr_decay=0.5).fit(X, y)
+    assert not _same_model(constant, decayed)
+
+
+
+
+@pytest.mark.parametrize("schedule", [dict(lr_schedule="cosine"),
+                                      dict(lr_schedule="exponential", lr_decay=0.5,
+                                           sigma_schedule="exponential", sigma_decay=0.5)])
+def test_epochs_partial_fits_train_the_model_fit_trains(digits, schedule):
+    X, y = digits
+    fitted = ESClassifier(**TINY, **schedule).fit(X, y)
+    stepped = ESClassifier(**TINY, **schedule)
+    for _ in range(TINY["epochs"]):
+        stepped.partial_fit(X, y, classes=np.arange(10))
+    assert stepped.n_generations_ == fitted.n_generations_ == 3 * 29  # ceil(1797 / 64) batches per pass
+    assert _same_model(stepped, fitted)
+
+
+def test_partial_fit_ends_with_the_cosine_schedule(digits):
+    X, y = digits
+    clf = ESClassifier(**TINY, lr_schedule="cosine")
+    clf.partial_fit(X, y, classes=np.arange(10), n_generations=10**6)
+    assert clf.n_generations_ == 3 * 29  # it stops where the schedule ends
+    with pytest.raises(ValueError, match="cosine.*epochs=3.*call fit"):
+        clf.partial_fit(X, y)
+    clf.set_params(lr_schedule="constant").partial_fit(X, y)  # open-ended schedules go on
+    assert clf.n_generations_ == 4 * 29
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads to see a change")
+def test_n_threads_applies_to_the_call_only(digits):
+    X, y = digits
+    try:
+        numba.set_num_threads(2)
+        ESClassifier(**{**TINY, "epochs": 1}, n_threads=1).fit(X, y)
+        assert numba.get_num_threads() == 2
+        numba.set_num_threads(1)
+        clf = ESClassifier(**{**TINY, "epochs": 1}, n_threads=None).partial_fit(X, y, classes=np.arange(10))
+        assert numba.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads=99"):
+            clf.set_params(n_threads=99).partial_fit(X, y)
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)

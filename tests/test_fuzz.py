@@ -130,7 +130,7 @@ def npz_sources(tmp_path_factory):
     folder = tmp_path_factory.mktemp("npz")
     layout = ParamLayout((16, 5, 3))
     theta = layout.init("he", 0.1, np.random.default_rng(0))
-    config = Config(hidden=(5,), optimizer="adam", epochs=3).to_dict()
+    config = Config(**{**PRESETS["seed"], "hidden": (5,), "optimizer": "adam", "epochs": 3}).to_dict()
     save_model(folder / "model.npz", layout, theta, config)
     state = TrainState(theta=theta, generation=7, epoch=1, batch=2, loss_sum=3.5, correct=4, seen=9, elapsed=1.5,
                        history=[{"epoch": 1.0, "generation": 5, "wall_seconds": 1.0, "train_loss": 0.5,
@@ -140,7 +140,7 @@ def npz_sources(tmp_path_factory):
     learned = TrainState(theta=theta, generation=7, optimizer={"t": np.array(7), "v": np.ones(layout.size)},
                          sigma=np.full(layout.size, 0.02, dtype=np.float32))  # PGPE's standard deviations
     save_checkpoint(folder / "checkpoint_pgpe.npz", learned,
-                    Config(hidden=(5,), strategy="pgpe", optimizer="clipup", epochs=3).to_dict(), layout)
+                    Config(**{**PRESETS["seed"], "hidden": (5,), "strategy": "pgpe", "optimizer": "clipup", "epochs": 3}).to_dict(), layout)
     with np.load(folder / "model.npz") as npz:
         np.savez_compressed(folder / "compressed.npz", **{k: npz[k] for k in npz.files})
     return {name: (folder / f"{name}.npz").read_bytes()

@@ -1,36 +1,17 @@
-"""Options declared once (issue 16): the flags, TOML keys, estimator parameters and the
-README's table all come from the :class:`fastes.config.Config` fields' declarations; and
-the defects where the copies had drifted apart."""
+"""Options declared once: the flags, TOML keys, estimator parameters and the options
+table all come from the :class:`fastes.config.Config` fields' declarations, and the
+command line refuses bad values naming the flag."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numba
-import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 from fastes import ESClassifier
 from fastes.cli.main import build_parser, main, options_markdown
 from fastes.config import OPTIONS, RESUME_OPTIONS, load_toml, preset, resolve
 from fastes.estimator import PARAMETERS
-from fastes.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(hidden=(16,), population=32, epochs=3, batch_size=64, lr=0.03, sigma=0.05, random_state=0)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return X / 16, y
-
-
-def _same_model(a: ESClassifier, b: ESClassifier) -> bool:
-    return all(np.array_equal(p, q) for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_))
 
 
 # --------------------------------------------------------------------------- one declaration
@@ -112,160 +93,7 @@ def test_resume_options_are_declared():
     assert set(RESUME_OPTIONS) == {"epochs", "max_seconds", "threads", "address", "workers"}
 
 
-# --------------------------------------------------------------------------- defect 1: Python 3.10
-
-
-def test_python_3_10_reads_toml_with_tomli(tmp_path):
-    """On Python 3.10 (no tomllib) config.py must import tomli, as pyproject.toml promises."""
-    path = tmp_path / "run.toml"
-    path.write_text("epochs = 3\n")
-    code = f"""
-import sys, types, tomllib as real
-import numpy
-sys.modules["tomllib"] = None  # Python 3.10 has no tomllib ...
-tomli = types.ModuleType("tomli")  # ... and pyproject.toml installs tomli there
-tomli.loads, tomli.TOMLDecodeError = real.loads, real.TOMLDecodeError
-sys.modules["tomli"] = tomli
-sys.version_info = (3, 10, 13, "final", 0)
-import fastes.config as config
-assert config.tomllib is tomli, config.tomllib
-assert config.load_toml({str(path)!r}) == {{"epochs": 3}}
-"""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr
-
-
-def test_pyproject_installs_tomli_where_there_is_no_tomllib():
-    text = (ROOT / "pyproject.toml").read_text()
-    assert 'requires-python = ">=3.10"' in text and "tomli>=2; python_version < '3.11'" in text
-
-
-# --------------------------------------------------------------------------- defect 2: estimator options
-
-
-def test_estimator_exponential_schedule_decays(digits):
-    X, y = digits
-    constant = ESClassifier(**TINY).fit(X, y)
-    decayed = ESClassifier(**TINY, lr_schedule="exponential", lr_decay=0.5).fit(X, y)
-    assert not _same_model(constant, decayed)
-
-
-# --------------------------------------------------------------------------- defect 3: partial_fit schedules
-
-
-@pytest.mark.parametrize("schedule", [dict(lr_schedule="cosine"),
-                                      dict(lr_schedule="exponential", lr_decay=0.5,
-                                           sigma_schedule="exponential", sigma_decay=0.5)])
-def test_epochs_partial_fits_train_the_model_fit_trains(digits, schedule):
-    X, y = digits
-    fitted = ESClassifier(**TINY, **schedule).fit(X, y)
-    stepped = ESClassifier(**TINY, **schedule)
-    for _ in range(TINY["epochs"]):
-        stepped.partial_fit(X, y, classes=np.arange(10))
-    assert stepped.n_generations_ == fitted.n_generations_ == 3 * 29  # ceil(1797 / 64) batches per pass
-    assert _same_model(stepped, fitted)
-
-
-def test_partial_fit_ends_with_the_cosine_schedule(digits):
-    X, y = digits
-    clf = ESClassifier(**TINY, lr_schedule="cosine")
-    clf.partial_fit(X, y, classes=np.arange(10), n_generations=10**6)
-    assert clf.n_generations_ == 3 * 29  # it stops where the schedule ends
-    with pytest.raises(ValueError, match="cosine.*epochs=3.*call fit"):
-        clf.partial_fit(X, y)
-    clf.set_params(lr_schedule="constant").partial_fit(X, y)  # open-ended schedules go on
-    assert clf.n_generations_ == 4 * 29
-
-
-# --------------------------------------------------------------------------- defect 4: --resume --epochs
-
-
-QUICK = ["--preset", "quick", "--quiet", "--epochs", "1"]
-
-
-def test_resume_extends_a_constant_schedule_as_if_planned(tmp_path):
-    assert main(["train", *QUICK, "--out", str(tmp_path / "planned"), "--epochs", "2"]) == 0
-    assert main(["train", *QUICK, "--out", str(tmp_path / "extended")]) == 0
-    assert main(["train", "--resume", str(tmp_path / "extended"), "--epochs", "2", "--quiet"]) == 0
-    with np.load(tmp_path / "planned" / "model.npz") as a, np.load(tmp_path / "extended" / "model.npz") as b:
-        assert all(np.array_equal(a[k], b[k]) for k in ("W0", "b0", "W1", "b1"))
-
-
-def test_resume_refuses_new_epochs_for_a_cosine_schedule(tmp_path, capsys, run_cli, tree_snapshot):
-    out = tmp_path / "cosine"
-    assert main(["train", *QUICK, "--lr-schedule", "cosine", "--out", str(out)]) == 0
-    before = tree_snapshot(out)
-    code, _, err, _ = run_cli(["train", "--resume", out, "--epochs", "2"])
-    assert code == 2 and err.count("\n") == 1, err
-    assert "--epochs 2 would change every later learning rate" in err and "cosine" in err
-    assert tree_snapshot(out) == before
-    assert run_cli(["train", "--resume", out, "--epochs", "1", "--quiet"])[0] == 0  # its own epochs: no change
-
-
-def test_fit_budget_plans_epochs_that_config_toml_repeats(tmp_path):
-    # a budget of 1000 s holds the 2 epochs asked for; one of a microsecond only the first
-    for seconds, planned in (("1000", 2), ("1e-06", 1)):
-        out = tmp_path / seconds
-        assert main(["train", *QUICK, "--epochs", "2", "--lr-schedule", "cosine", "--fit-budget",
-                     "--max-seconds", seconds, "--out", str(out)]) == 0
-        saved = load_toml(out / "config.toml")
-        assert saved["epochs"] == planned and saved["fit_budget"] is False
-        summary = json.loads((out / "summary.json").read_text())
-        assert summary["planned_generations_per_second"] > 0
-    # the plan, not the machine, decides the trajectory: its config.toml repeats it bit for bit
-    again = tmp_path / "again"
-    assert main(["train", "--config", str(tmp_path / "1000" / "config.toml"), "--quiet", "--out", str(again)]) == 0
-    with np.load(tmp_path / "1000" / "model.npz") as a, np.load(again / "model.npz") as b:
-        assert all(np.array_equal(a[k], b[k]) for k in ("W0", "b0", "W1", "b1"))
-
-
-def test_fitting_the_budget_leaves_the_state_unchanged():
-    trainer = Trainer(preset("quick").replace(epochs=5, fit_budget=True, max_seconds=1000.0))
-    state = trainer.initial_state()
-    theta = state.theta.copy()
-    trainer.prepare(state)
-    assert trainer.fit_budget(state) == 5 and trainer.config.epochs == 5 and not trainer.config.fit_budget
-    assert state.generation == 0 and np.array_equal(state.theta, theta)
-    assert all(not np.any(v) for v in state.optimizer.values())
-
-
-def test_fitting_a_budget_too_short_for_an_epoch_times_one_generation(monkeypatch):
-    """Once even twice the measured rate cannot fit the next epoch, more timing cannot change
-    the plan; a budget that holds many epochs is timed for at least two generations."""
-    calls = []
-    for seconds, timed in ((1e-6, 1), (1000.0, 2)):
-        trainer = Trainer(preset("quick").replace(epochs=5, fit_budget=True, max_seconds=seconds))
-        state = trainer.initial_state()
-        trainer.prepare(state)
-        calls.clear()
-        original = trainer.generation
-        monkeypatch.setattr(trainer, "generation", lambda *a, **k: calls.append(1) or original(*a, **k))
-        trainer.fit_budget(state)
-        assert len(calls) == 1 if timed == 1 else len(calls) >= 2, (seconds, len(calls))
-
-
-# --------------------------------------------------------------------------- defect 5: n_threads
-
-
-@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads to see a change")
-def test_n_threads_applies_to_the_call_only(digits):
-    X, y = digits
-    try:
-        numba.set_num_threads(2)
-        ESClassifier(**{**TINY, "epochs": 1}, n_threads=1).fit(X, y)
-        assert numba.get_num_threads() == 2
-        numba.set_num_threads(1)
-        clf = ESClassifier(**{**TINY, "epochs": 1}, n_threads=None).partial_fit(X, y, classes=np.arange(10))
-        assert numba.get_num_threads() == 1
-        with pytest.raises(ValueError, match="threads=99"):
-            clf.set_params(n_threads=99).partial_fit(X, y)
-        assert numba.get_num_threads() == 1
-    finally:
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-
-
-# --------------------------------------------------------------------------- defect 6: integer flags
+# --------------------------------------------------------------------------- integer flags
 
 
 @pytest.mark.parametrize("flag", [o.flag for o in OPTIONS.values() if o.kind == "int" and o.minimum == 1])

@@ -7,8 +7,10 @@ import os
 import shutil
 import signal
 
+import numpy as np
 import pytest
 
+from fastes.cli.main import main
 from fastes.io import run_folder as runs
 from fastes.io.run_folder import RESULT_FILES
 from fastes.io.checkpoints import load_checkpoint
@@ -156,3 +158,28 @@ def test_time_budget_ends_complete_and_resumable(tmp_path, data, run_cli, folder
     assert state.generation == json.loads((out / "summary.json").read_text())["generations"]
     assert run_cli(["train", "--resume", out, "--max-seconds", "600", "--quiet"])[0] == 0
     assert json.loads((out / "summary.json").read_text())["epochs_done"] == 5
+
+
+# --------------------------------------------------------------------------- --resume --epochs
+
+
+QUICK = ["--preset", "quick", "--quiet", "--epochs", "1"]
+
+
+def test_resume_extends_a_constant_schedule_as_if_planned(tmp_path):
+    assert main(["train", *QUICK, "--out", str(tmp_path / "planned"), "--epochs", "2"]) == 0
+    assert main(["train", *QUICK, "--out", str(tmp_path / "extended")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "extended"), "--epochs", "2", "--quiet"]) == 0
+    with np.load(tmp_path / "planned" / "model.npz") as a, np.load(tmp_path / "extended" / "model.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in ("W0", "b0", "W1", "b1"))
+
+
+def test_resume_refuses_new_epochs_for_a_cosine_schedule(tmp_path, capsys, run_cli, tree_snapshot):
+    out = tmp_path / "cosine"
+    assert main(["train", *QUICK, "--lr-schedule", "cosine", "--out", str(out)]) == 0
+    before = tree_snapshot(out)
+    code, _, err, _ = run_cli(["train", "--resume", out, "--epochs", "2"])
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--epochs 2 would change every later learning rate" in err and "cosine" in err
+    assert tree_snapshot(out) == before
+    assert run_cli(["train", "--resume", out, "--epochs", "1", "--quiet"])[0] == 0  # its own epochs: no change

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastes.config import Config
+from fastes.config import preset
 from fastes.layout import ParamLayout
 from fastes.strategies.noise import TABLE_SIZE, member_offsets, noise_table
 from fastes.strategies.pgpe import PGPE
@@ -10,6 +10,9 @@ from fastes.strategies.snes import SNES, default_population
 from fastes.state import ESState
 from fastes.strategies.schedules import schedule
 from fastes.strategies.shaping import centered_rank, nes_utilities, noise_weights, square_weights, zscore
+
+#: The original program's configuration: each test changes only what it is about.
+SEED = preset("seed")
 
 
 def test_zscore_and_guard():
@@ -75,7 +78,7 @@ def test_schedules():
 def test_config_layout_noise_sizes():
     layout = ParamLayout((784, 128, 10))
     assert layout.lowrank_size(1) == (784 + 128) + 128 + (128 + 10) + 10
-    assert Config(population=8).n_noise == 8 and Config(population=8, antithetic=True).n_noise == 4
+    assert SEED.replace(population=8).n_noise == 8 and SEED.replace(population=8, antithetic=True).n_noise == 4
 
 
 # --------------------------------------------------------------------------- PGPE and SNES
@@ -128,7 +131,7 @@ def test_pgpe_is_evotorchs_update(antithetic):
     """PGPE's step against EvoTorch's formulas on the same samples (fitness = -loss, centred ranks)."""
     rng = np.random.default_rng(1)
     n, size = 6, 40
-    config = Config(strategy="pgpe", population=n, antithetic=antithetic, shaping="centered-rank", optimizer="sgd",
+    config = SEED.replace(strategy="pgpe", population=n, antithetic=antithetic, shaping="centered-rank", optimizer="sgd",
                     lr=0.1, sigma_lr=0.2, sigma_max_change=0.2, seed=5)
     es = PGPE(config, size, len(noise_table()), size)
     state = _state(es, rng)
@@ -154,7 +157,7 @@ def test_snes_is_the_papers_update(antithetic):
     """SNES's step against the natural-gradient form (Schaul et al. 2011; evosax's tell) on the same samples."""
     rng = np.random.default_rng(2)
     n, size = 8, 40
-    config = Config(strategy="snes", population=n, antithetic=antithetic, shaping="nes", optimizer="sgd", lr=1.0,
+    config = SEED.replace(strategy="snes", population=n, antithetic=antithetic, shaping="nes", optimizer="sgd", lr=1.0,
                     seed=3)
     es = SNES(config, size, len(noise_table()), size)
     assert es.sigma_lr == pytest.approx((3 + np.log(size)) / (5 * np.sqrt(size)))
@@ -172,8 +175,8 @@ def test_snes_is_the_papers_update(antithetic):
 def test_snes_defaults_are_functions_of_the_dimension():
     assert default_population(101_770) == 4 + int(3 * np.log(101_770)) == 38
     assert SNES.default_sigma_lr(101_770) == pytest.approx((3 + np.log(101_770)) / (5 * np.sqrt(101_770)))
-    assert PGPE(Config(strategy="pgpe"), 10, 100, 10).sigma_lr == 0.1
-    assert SNES(Config(strategy="snes", sigma_lr=0.3), 10, 100, 10).sigma_lr == 0.3
+    assert PGPE(SEED.replace(strategy="pgpe"), 10, 100, 10).sigma_lr == 0.1
+    assert SNES(SEED.replace(strategy="snes", sigma_lr=0.3), 10, 100, 10).sigma_lr == 0.3
 
 
 @pytest.mark.parametrize("name", ["pgpe", "snes"])
@@ -183,7 +186,7 @@ def test_learned_sigmas_follow_the_curvature(name):
     size = 20
     curvature = np.where(np.arange(size) < size // 2, 100.0, 1.0)
     extra = dict(optimizer="clipup", lr=0.05) if name == "pgpe" else dict(optimizer="sgd", lr=1.0, shaping="nes")
-    config = Config(**{"strategy": name, "population": 32, "antithetic": True, "sigma": 0.3,
+    config = SEED.replace(**{"strategy": name, "population": 32, "antithetic": True, "sigma": 0.3,
                        "shaping": "centered-rank", "sigma_lr": 0.1, **extra})
     es = (PGPE if name == "pgpe" else SNES)(config, size, len(noise_table()), size)
     state = ESState(np.ones(size, dtype=np.float32), 0, es.optimizer.state(), es.initial_sigma())
@@ -206,7 +209,10 @@ def test_every_strategy_is_built_by_its_name():
     from fastes.io.data import load_dataset
     from fastes.strategies import STRATEGY_CLASSES, build_strategy
 
-    assert tuple(STRATEGY_CLASSES) == STRATEGIES
+    from fastes.strategies.base import LearnedSigma
+
+    assert tuple(STRATEGY_CLASSES) == tuple(STRATEGIES)
+    assert {name: issubclass(cls, LearnedSigma) for name, cls in STRATEGY_CLASSES.items()} == STRATEGIES
     digits = load_dataset("digits")
     for name, cls in STRATEGY_CLASSES.items():
-        assert type(build_strategy(Config(strategy=name), digits)[2]) is cls
+        assert type(build_strategy(SEED.replace(strategy=name), digits)[2]) is cls

@@ -1,9 +1,11 @@
 import itertools
+import json
 
 import numpy as np
 import pytest
 
-from fastes.config import preset
+from fastes.cli.main import main
+from fastes.config import load_toml, preset
 from fastes import trainer as trainer_module
 from fastes.trainer import Trainer, next_evaluation
 
@@ -140,3 +142,50 @@ def test_no_duplicate_rows_and_early_evaluations():
     state = Trainer(QUICK.replace(epochs=3, eval_every_seconds=0.001)).run()
     keys = [(r["epoch"], r["generation"]) for r in state.history]
     assert len(keys) == len(set(keys))
+
+
+# --------------------------------------------------------------------------- fit_budget
+
+FIT = ["--preset", "quick", "--quiet", "--epochs", "1"]
+
+
+def test_fit_budget_plans_epochs_that_config_toml_repeats(tmp_path):
+    # a budget of 1000 s holds the 2 epochs asked for; one of a microsecond only the first
+    for seconds, planned in (("1000", 2), ("1e-06", 1)):
+        out = tmp_path / seconds
+        assert main(["train", *FIT, "--epochs", "2", "--lr-schedule", "cosine", "--fit-budget",
+                     "--max-seconds", seconds, "--out", str(out)]) == 0
+        saved = load_toml(out / "config.toml")
+        assert saved["epochs"] == planned and saved["fit_budget"] is False
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["planned_generations_per_second"] > 0
+    # the plan, not the machine, decides the trajectory: its config.toml repeats it bit for bit
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(tmp_path / "1000" / "config.toml"), "--quiet", "--out", str(again)]) == 0
+    with np.load(tmp_path / "1000" / "model.npz") as a, np.load(again / "model.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in ("W0", "b0", "W1", "b1"))
+
+
+def test_fitting_the_budget_leaves_the_state_unchanged():
+    trainer = Trainer(preset("quick").replace(epochs=5, fit_budget=True, max_seconds=1000.0))
+    state = trainer.initial_state()
+    theta = state.theta.copy()
+    trainer.prepare(state)
+    assert trainer.fit_budget(state) == 5 and trainer.config.epochs == 5 and not trainer.config.fit_budget
+    assert state.generation == 0 and np.array_equal(state.theta, theta)
+    assert all(not np.any(v) for v in state.optimizer.values())
+
+
+def test_fitting_a_budget_too_short_for_an_epoch_times_one_generation(monkeypatch):
+    """Once even twice the measured rate cannot fit the next epoch, more timing cannot change
+    the plan; a budget that holds many epochs is timed for at least two generations."""
+    calls = []
+    for seconds, timed in ((1e-6, 1), (1000.0, 2)):
+        trainer = Trainer(preset("quick").replace(epochs=5, fit_budget=True, max_seconds=seconds))
+        state = trainer.initial_state()
+        trainer.prepare(state)
+        calls.clear()
+        original = trainer.generation
+        monkeypatch.setattr(trainer, "generation", lambda *a, **k: calls.append(1) or original(*a, **k))
+        trainer.fit_budget(state)
+        assert len(calls) == 1 if timed == 1 else len(calls) >= 2, (seconds, len(calls))

@@ -29,10 +29,10 @@ from datetime import date
 import numba
 import numpy as np
 
-from ..config import Config
+from ..config import PRESETS, Config
 from ..memory import peak_rss_mb
 
-#: name -> Config overrides. Population counts members (antithetic pairs count twice).
+#: name -> overrides of the ``seed`` preset. Population counts members (antithetic pairs count twice).
 CONFIGS: dict[str, dict] = {
     "seed": dict(population=8, batch_size=64, hidden=(16, 16), loss="mse"),
     "medium": dict(population=128, batch_size=256, hidden=(64,), antithetic=True, loss="cross-entropy",
@@ -58,7 +58,9 @@ PHASES = ("ask", "first_layer", "noise_response", "later_layers", "loss", "shapi
 
 
 def bench_config(name: str, backend: str, threads: int | None = None) -> Config:
-    return Config(**CONFIGS[name], dataset="mnist", sigma=0.01, lr=0.01, backend=backend, threads=threads)
+    """The :data:`CONFIGS` entry ``name`` over the ``seed`` preset, at sigma and lr 0.01."""
+    return Config(**{**PRESETS["seed"], **CONFIGS[name], "sigma": 0.01, "lr": 0.01, "backend": backend,
+                     "threads": threads})
 
 
 class Generation:

@@ -1,6 +1,6 @@
 """``fastes compare``: runs side by side, as a Markdown table of test accuracy at given wall
 times and a plot of test accuracy against wall time (``results/strategies`` compares the
-three strategies' presets, README).
+three strategies' presets).
 
 Everything is read from the run folders (``metrics.csv`` and ``summary.json``); nothing trains.
 """

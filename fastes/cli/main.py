@@ -54,7 +54,7 @@ def _value_parser(opt: Option):
 
 
 def _shown(value) -> str:
-    """An option's value as the help and the README show it."""
+    """An option's value as the help and the docs show it."""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, tuple):
@@ -78,13 +78,13 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
             g.add_argument(opt.flag, dest=name, type=_value_parser(opt), metavar=opt.metavar, help=help)
 
 
-#: Presets with a column in the README's options table (``quick`` is a small digits run).
+#: Presets with a column in the docs' options table (``quick`` is a small digits run).
 TABLE_PRESETS = ("seed", "default", "pgpe", "snes")
 
 
 def options_markdown() -> str:
-    """The README's table of training options, generated from their declarations
-    (``tests/test_options.py`` checks the README holds it)."""
+    """The table of training options in the docs, generated from their declarations
+    (a test checks that the docs hold it)."""
     from ..estimator import ESClassifier
 
     estimator = ESClassifier()
@@ -270,9 +270,10 @@ def cmd_bench(args) -> int:
         names = [n.strip() for n in args.configs.split(",") if n.strip()]
         if not names:
             raise ConfigError(f"--configs {args.configs!r} names no config; give comma-separated names from: {', '.join(CONFIGS)}")
-    for flag, value in (("--repeats", args.repeats), ("--threads", args.threads)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.repeats is not None and args.repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads is not None:
+        check_field("threads", args.threads)  # the option's one declared range
     if args.out:
         out = Path(args.out)
         for suffix in (".json", ".md"):
@@ -303,10 +304,10 @@ def cmd_compare(args) -> int:
 def entry() -> None:
     """The ``fastes`` command: :func:`main`, then a quick exit.
 
-    A finished run has written and closed every file; tearing the interpreter down (the
-    kernels' thread pool, NumPy's and Numba's modules, hundreds of MB of arrays) took a
-    quarter of a second of every command's wall time, so the process ends once its output is
-    flushed. Ray's shutdown hooks need the ordinary exit: with the ray backend it is kept."""
+    A finished command has written and closed every file, and tearing the interpreter down
+    (the kernels' thread pool, NumPy's and Numba's modules, large arrays) adds wall time and
+    nothing else, so the process ends once its output is flushed. Ray's shutdown hooks need
+    the ordinary exit: with the ray backend it is kept."""
     code = main()
     if "ray" in sys.modules:
         raise SystemExit(code)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import OPTIONS
 from ..errors import DatasetError
 from .paths import read_bytes
 from ..memory import available_bytes, format_bytes
@@ -31,7 +32,6 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 
-DATASETS = ("mnist", "digits")
 
 # IDX type codes (third byte of the magic number) and their big-endian dtypes.
 _IDX_DTYPES = {
@@ -48,9 +48,9 @@ class BytePixels:
     """A split of IDX images, shape (n, d) uint8; its features are the pixels / 255.
 
     Held in one form at a time: the bytes until the kernels first ask for the CSR form
-    (:meth:`csr`), then that alone. MNIST's pixels are 81% zeros, so a training run holds
-    their CSR (81 MiB) where the bytes and the CSR took 136 MiB, and a split nothing trains
-    or evaluates on (the training split, for ``fastes evaluate``) stays bytes.
+    (:meth:`csr`), then that alone: MNIST's pixels are mostly zeros, so a training run holds
+    only the smaller CSR, and a split nothing trains or evaluates on (the training split,
+    for ``fastes evaluate``) stays bytes.
     """
 
     scale = 1.0 / 255.0
@@ -419,6 +419,7 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None) -> Dat
     elif name == "digits":
         ds = load_digits_dataset()
     else:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or pass --data-dir")
+        choices = ", ".join(OPTIONS["dataset"].choices)
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {choices} or pass --data-dir")
     _CACHE[name] = ds
     return ds

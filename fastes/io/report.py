@@ -22,9 +22,8 @@ from .checkpoints import atomic_write, atomic_write_text
 def _figure(width: float, height: float, margins=(0.08, 0.12, 0.97, 0.88)):
     """A matplotlib Figure on the Agg canvas with fixed margins (left, bottom, right, top).
 
-    Neither pyplot (0.4 s to import, global state) nor tight_layout (which measures every
-    text of every axes: half of a plot's time) is used: result plots are drawn in well
-    under a second."""
+    Neither pyplot (slow to import, global state) nor tight_layout (which measures every
+    text of every axes) is used: a run's plots cost little next to its training."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -153,7 +152,7 @@ def confusion_matrix(truth, predictions, n_classes: int) -> np.ndarray:
 
 def plot_confusion(path: Path, truth, predictions, labels) -> None:
     """The test confusion matrix as an annotated image (the layout of scikit-learn's
-    ``ConfusionMatrixDisplay``, counted by NumPy: importing scikit-learn costs 1.2 s)."""
+    ``ConfusionMatrixDisplay``, counted by NumPy so that plotting never imports scikit-learn)."""
     counts = confusion_matrix(truth, predictions, len(labels))
     fig = _figure(7, 6, (0.1, 0.1, 0.95, 0.92))
     ax = fig.add_subplot()

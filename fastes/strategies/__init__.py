@@ -11,7 +11,7 @@ from .pgpe import PGPE
 from .snes import SNES
 from .base import Strategy
 
-#: ``--strategy`` name -> its class (the names are :data:`fastes.config.STRATEGIES`).
+#: ``--strategy`` name -> its class (the names and which learn sigma: :data:`fastes.config.STRATEGIES`).
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {"openai-es": OpenES, "pgpe": PGPE, "snes": SNES}
 
 

@@ -16,9 +16,9 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-#: Most entries a table holds: 2**25 float32 values = 128 MiB, built in about half a second.
+#: Most entries a table holds: 2**25 float32 values = 128 MiB.
 TABLE_SIZE = 1 << 25
-#: Fewest entries: 2**22 (16 MiB, 60 ms to build).
+#: Fewest entries: 2**22 (16 MiB).
 MIN_TABLE_SIZE = 1 << 22
 #: A run's table holds at least this many of its noise vectors end to end.
 VECTORS_PER_TABLE = 256

@@ -128,8 +128,7 @@ class ClipUp(Optimizer):
 
 def _norm(x: np.ndarray) -> float:
     """The L2 norm of ``x``, summed by NumPy, not BLAS: BLAS threads left spinning after a
-    call take the cores from the next kernel's threads (see :class:`fastes.backends.NoiseSum`),
-    which made np.linalg.norm cost a fifth of a generation."""
+    call take the cores from the next kernel's threads (see :class:`fastes.backends.NoiseSum`)."""
     return math.sqrt(float(np.square(x).sum()))
 
 
