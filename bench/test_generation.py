@@ -5,7 +5,7 @@ group; plain ``pytest`` runs each once as a smoke test (``--benchmark-disable`` 
 Rounds and iterations follow the config's size so that a small config is timed over enough
 calls to be stable (the seed config's generation is a fraction of a millisecond).
 
-Tracking speed across commits (the README's "Benchmarks" section):
+Tracking speed across commits (docs/performance.md):
 
     pytest bench --benchmark-only --benchmark-autosave          # store this commit's figures
     pytest bench --benchmark-only --benchmark-compare --benchmark-compare-fail=median:15%

@@ -2,7 +2,7 @@
 arrays), so that a copy of the data or a per-generation allocation fails here rather than
 showing up as peak RSS. The libraries' own memory (Numba and LLVM, matplotlib, and what a
 compile leaves behind on a cold cache) is loaded before tracing starts, by a run of the same
-configuration on a few rows: it is the README's business, not this test's."""
+configuration on a few rows: it is the runs' peak_rss_mb (summary.json), not this test's."""
 
 import json
 import subprocess

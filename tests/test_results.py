@@ -1,5 +1,6 @@
-"""results/ and the README: every file the README shows exists, every figure it quotes
-comes from a summary.json that carries it."""
+"""results/ and the pages that quote it: every results file the README or a docs page shows
+exists, and every figure they quote is a file in results/ (a run's summary.json, or a row of
+results/benchmark.md, results/strategies.md or results/peers.md) that this test reads."""
 
 import json
 import re
@@ -8,58 +9,104 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+DOCS = ROOT / "docs"
 README = (ROOT / "README.md").read_text()
+PAGE = {name: (DOCS / f"{name}.md").read_text() for name in ("trained-runs", "strategies", "performance", "peers")}
+#: The runs the README and the Results page quote.
 RUNS = ("seed", "seed-numpy", "default")
-#: The strategies comparison: README row label -> results folder.
+README_RUNS = ("seed", "default")
+#: The strategies comparison: row label -> results folder.
 STRATEGY_RUNS = {"openai-es (`default`": "default", "pgpe (`pgpe`": "pgpe", "snes (`snes`": "snes"}
+LEVELS = ("0.80", "0.85", "0.89", "0.95", "0.97")
 
 
-def test_every_results_file_the_readme_references_exists():
-    referenced = set(re.findall(r"results/[\w./-]+\.(?:png|json|md|csv|toml|txt|npz)", README))
-    assert referenced, "the README references no results files"
-    missing = sorted(p for p in referenced if not (ROOT / p).is_file())
-    assert not missing, missing
+def summary(run: str) -> dict:
+    return json.loads((RESULTS / run / "summary.json").read_text())
+
+
+def table_rows(text: str) -> list[str]:
+    """Every row of every Markdown table in ``text``, the separator rows left out."""
+    return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+
+
+def row_for(text: str, needle: str) -> str:
+    row = next((line for line in table_rows(text) if needle in line), None)
+    assert row is not None, f"no table row with {needle!r}"
+    return row
+
+
+def rate(gps: float) -> str:
+    return f"{gps:.0f}" if gps >= 100 else f"{gps:.1f}"
+
+
+def test_every_results_file_a_page_references_exists():
+    pages = {"README.md": README, **{f"docs/{p.relative_to(DOCS)}": p.read_text() for p in DOCS.glob("*.md")}}
+    for name, text in pages.items():
+        for path in re.findall(r"results/[\w./-]+\.(?:png|json|md|csv|toml|txt|npz)", text):
+            assert (ROOT / path).is_file(), f"{name} references {path}, which does not exist"
+    assert "results/peers.png" in README
 
 
 @pytest.mark.parametrize("run", sorted(set(RUNS) | set(STRATEGY_RUNS.values())))
 def test_run_folders_are_complete(run):
-    folder = ROOT / "results" / run
+    folder = RESULTS / run
     for name in ("metrics.csv", "summary.json", "metrics.png", "examples.png", "confusion_matrix.png", "config.toml"):
         assert (folder / name).is_file(), f"{run}/{name}"
     assert not (folder / "checkpoint.npz").exists() or "checkpoint" in (ROOT / ".gitignore").read_text()
-    summary = json.loads((folder / "summary.json").read_text())
-    for key in ("wall_seconds", "generations", "generations_per_second", "time_to_accuracy", "config", "final"):
-        assert key in summary, key
-    assert 0.0 < summary["final"]["test_accuracy"] <= 1.0
-    assert set(summary["time_to_accuracy"]) == {"0.80", "0.85", "0.89", "0.95", "0.97", "0.98"}
+    s = summary(run)
+    for key in ("wall_seconds", "generations", "generations_per_second", "time_to_accuracy", "config", "final",
+                "peak_rss_mb"):
+        assert key in s, key
+    assert 0.0 < s["final"]["test_accuracy"] <= 1.0
+    assert set(s["time_to_accuracy"]) == {"0.80", "0.85", "0.89", "0.95", "0.97", "0.98"}
 
 
-def test_readme_quotes_the_summaries():
-    """The comparison table's accuracy and wall time for each run match its summary.json."""
-    for run in RUNS:
-        summary = json.loads((ROOT / "results" / run / "summary.json").read_text())
-        accuracy = f"{100 * summary['final']['test_accuracy']:.2f}%"
-        seconds = f"{summary['wall_seconds']:.0f} s"
-        row = next((line for line in README.splitlines() if f"results/{run}/" in line and line.startswith("|")), None)
-        assert row is not None, f"no README table row for results/{run}"
-        assert accuracy in row and seconds in row, (row, accuracy, seconds)
+@pytest.mark.parametrize("run", README_RUNS)
+def test_readme_quotes_the_summaries(run):
+    """The README's results table: each run's wall time, generations/s and test accuracy."""
+    s = summary(run)
+    row = row_for(README, f"results/{run}/")
+    for figure in (f"{s['wall_seconds']:.0f} s", f"| {rate(s['generations_per_second'])} |",
+                   f"{100 * s['final']['test_accuracy']:.2f}%"):
+        assert figure in row, (row, figure)
 
 
-def test_readme_strategies_table_quotes_the_summaries():
-    """Each strategy's final test accuracy and wall time, in the README and in
-    results/strategies.md, are its run's summary.json."""
-    table = (ROOT / "results" / "strategies.md").read_text()
+@pytest.mark.parametrize("run", RUNS)
+def test_results_page_quotes_the_summaries(run):
+    """docs/trained-runs.md: each run's row, and its time to each accuracy level."""
+    s = summary(run)
+    row = row_for(PAGE["trained-runs"], f"(results/{run}/summary.json)")
+    backend = "numpy" if run.endswith("numpy") else "numba"
+    for figure in (f"| {backend} |", f"| {s['wall_seconds']:.0f} s |", f"| {rate(s['generations_per_second'])} |",
+                   f"| {100 * s['final']['test_accuracy']:.2f}% |", f"| {100 * s['final']['train_accuracy']:.2f}% |",
+                   f"| {s['peak_rss_mb']:.0f} MB |"):
+        assert figure in row, (row, figure)
+    times = s["time_to_accuracy"]
+    expected = "| " + " | ".join([run] + [f"{times[k]:.1f} s" if times[k] is not None else "not reached"
+                                          for k in LEVELS]) + " |"
+    assert expected in PAGE["trained-runs"].splitlines(), expected
+
+
+def test_strategies_page_quotes_the_summaries_and_results_strategies():
+    """Each strategy's row: its run's final test accuracy and wall time (summary.json), and
+    the rest of the row's figures as results/strategies.md has them."""
+    table = (RESULTS / "strategies.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table_rows(table)}
     for label, run in STRATEGY_RUNS.items():
-        summary = json.loads((ROOT / "results" / run / "summary.json").read_text())
-        accuracy = f"{summary['final']['test_accuracy']:.4f}"
-        row = next((line for line in README.splitlines() if line.startswith(f"| {label}")), None)
-        assert row is not None, f"no README strategies row for {label}"
-        assert f"{accuracy} ({summary['wall_seconds']:.0f} s)" in row, (row, accuracy)
+        s = summary(run)
+        accuracy = f"{s['final']['test_accuracy']:.4f}"
+        row = row_for(PAGE["strategies"], f"| {label}")
+        assert f"{accuracy} ({s['wall_seconds']:.0f} s)" in row, (row, accuracy)
         assert f"`results/{run}`" in table and accuracy in table, (run, accuracy)
+        name = "openai-es" if run == "default" else run
+        source = rows[name]  # run | strategy | population | gen/s | at 60 s | at 600 s | reaches 0.95 | ...
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == source[3] and cells[2] == source[4].split(" (")[0] and cells[3] == source[6], (row, source)
 
 
 def test_benchmark_json_has_the_documented_keys():
-    bench = json.loads((ROOT / "results" / "benchmark.json").read_text())
+    bench = json.loads((RESULTS / "benchmark.json").read_text())
     assert bench["gemm_gflops"] > 0 and bench["cpu"] and bench["date"]
     names = {c["name"] for c in bench["configs"]}
     assert {"seed", "medium", "large"} <= names
@@ -67,17 +114,52 @@ def test_benchmark_json_has_the_documented_keys():
         assert set(row) >= {"name", "numba_ms", "numpy_ms", "speedup", "useful_gflop", "limit_fraction", "profile_ms"}
 
 
-def test_readme_benchmark_tables_quote_results_benchmark():
-    """The README's benchmark tables are rows of results/benchmark.md (one run), and the GEMM
-    rate it quotes is that run's: the figures are said once and copied, never retyped."""
-    bench_md = (ROOT / "results" / "benchmark.md").read_text()
-    bench = json.loads((ROOT / "results" / "benchmark.json").read_text())
-    section = README[README.index("## Benchmarks"):]
-    section = section[: section.index("\n## ", 1)]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
-    assert len(rows) >= 1 + len(bench["configs"]), "the README shows no benchmark table"
-    for row in rows:
-        assert row in bench_md.splitlines(), f"README benchmark row not in results/benchmark.md: {row}"
-    assert f"float32 GEMM {bench['gemm_gflops']} GFLOP/s measured in the same run" in section
+def test_performance_page_quotes_results_benchmark():
+    """The performance page's measured tables are rows of results/benchmark.md (one run), every
+    config in both; the GEMM rate it quotes is that run's; every decimal figure in its prose
+    is one of results/benchmark.md's."""
+    bench_md = (RESULTS / "benchmark.md").read_text()
+    bench = json.loads((RESULTS / "benchmark.json").read_text())
+    page = PAGE["performance"]
+    bench_lines = set(bench_md.splitlines())
+    headers = [line for line in table_rows(bench_md) if line.startswith("| config |")]
+    assert len(headers) == 2 and all(h in page for h in headers), "the page lacks results/benchmark.md's tables"
+    names = {c["name"] for c in bench["configs"]}
+    widths = {h.count("|") for h in headers}
+    quoted = [line for line in table_rows(page) if line.split(" | ")[0][2:] in names and line.count("|") in widths]
+    for row in quoted:
+        assert row in bench_lines, f"performance.md row not in results/benchmark.md: {row}"
     for config in bench["configs"]:
-        assert f"| {config['name']} | {config['numba_ms']:.3f} |" in section, config["name"]
+        assert f"| {config['name']} | {config['numba_ms']:.3f} |" in page, config["name"]
+        assert sum(row.startswith(f"| {config['name']} |") for row in quoted) == 2, config["name"]
+    assert f"float32 GEMM {bench['gemm_gflops']} GFLOP/s measured in the same run" in page
+    prose = "\n".join(line for line in page.splitlines() if not line.startswith("|"))
+    for figure in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", prose):
+        assert figure in bench_md, f"performance.md quotes {figure}, which is not in results/benchmark.md"
+
+
+def test_performance_page_configs_are_the_bench_configs():
+    from fastes.cli.bench import CONFIGS
+
+    page = PAGE["performance"]
+    for name, config in CONFIGS.items():
+        row = row_for(page, f"| {name} | {config['population']} |")
+        assert f"| {config['batch_size']} |" in row, row
+
+
+def test_peers_page_quotes_results_peers():
+    """The peers page's tables are rows of results/peers.md, every tool of both configs; its
+    prose's decimal figures are results/peers.md's (the load average that says it was not idle)."""
+    peers_md = (RESULTS / "peers.md").read_text()
+    page = PAGE["peers"]
+    rows = table_rows(page)
+    assert len(rows) >= 2 + 2 * 5
+    for row in rows:
+        assert row in peers_md.splitlines(), f"peers.md row not in results/peers.md: {row}"
+    assert len(rows) == len(table_rows(peers_md)), "the page leaves out rows of results/peers.md"
+    prose = "\n".join(line for line in page.splitlines() if not line.startswith("|"))
+    for figure in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", prose):
+        assert figure in peers_md, f"peers.md page quotes {figure}, which is not in results/peers.md"
+    if "not idle" in peers_md:  # the run's own warning travels with its figures
+        assert "not a fair comparison" in " ".join(page.split())
+
