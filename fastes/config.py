@@ -35,6 +35,9 @@ POSITIVE, NON_NEGATIVE, UNIT, FACTOR = "(0, inf)", "[0, inf)", "[0, 1)", "(0, 1]
 STRATEGIES = {"openai-es": False, "pgpe": True, "snes": True}
 LEARNED_SIGMA = tuple(name for name, learned in STRATEGIES.items() if learned)
 _INT64_MAX = 2**63 - 1
+#: Widest hidden layer: any product of two widths and the input size stays far inside int64
+#: (a layer this wide already needs more memory than a machine has, which the memory check says).
+MAX_WIDTH = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -319,9 +322,11 @@ def check_field(name: str, value: Any) -> Any:
         return _check_int(name, value, opt.minimum, opt.maximum)
     value = _check_float(name, value, opt.interval)
     if opt.float32 and not _FLOAT32_TINY <= value <= _FLOAT32_MAX:
+        with np.errstate(all="ignore"):  # the cast overflows by design: it shows what float32 makes of it
+            as_float32 = float(np.float32(value))
         raise ConfigError(
             f"{name} {value:g} is outside float32's normal range [{_FLOAT32_TINY:.3g}, {_FLOAT32_MAX:.3g}] "
-            f"(training computes in float32, where it would be {float(np.float32(value)):g}); choose a value in that range"
+            f"(training computes in float32, where it would be {as_float32:g}); choose a value in that range"
         )
     return value
 
@@ -381,7 +386,7 @@ def _check_sigma_schedule(sigma: float, decay: float, epochs: int) -> None:
 def parse_hidden(value: Any) -> tuple[int, ...]:
     """Hidden layer sizes from ``"16,16"``, ``[16, 16]`` or ``()`` (no hidden layer)."""
     if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
+        parts = [p.strip() for p in value.split(",")] if value.strip() else []
         try:
             value = [int(p) for p in parts]
         except ValueError:
@@ -395,8 +400,8 @@ def parse_hidden(value: Any) -> tuple[int, ...]:
     except TypeError:
         raise ConfigError(f"hidden sizes must be a list of positive integers, got {value!r}") from None
     for size in sizes:
-        if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral) or not 1 <= size <= _INT64_MAX:
-            raise ConfigError(f"hidden sizes must be positive integers, got {list(sizes)!r}")
+        if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral) or not 1 <= size <= MAX_WIDTH:
+            raise ConfigError(f"hidden sizes must be integers from 1 to {MAX_WIDTH}, got {list(sizes)!r}")
     return tuple(int(size) for size in sizes)
 
 
@@ -447,7 +452,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     raw = read_bytes(path, "config file", ConfigError, MAX_CONFIG_BYTES)
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # a byte-order mark, as some editors write, is no error
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); give a TOML file") from None
     except tomllib.TOMLDecodeError as exc:

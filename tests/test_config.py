@@ -20,7 +20,7 @@ def test_seed_preset_is_the_original():
         (dict(population=1), "at least 2"),
         (dict(batch_size=-3), "batch_size must be >= 1"),
         (dict(hidden="16,x"), "positive integers"),
-        (dict(hidden=[16, 0]), "positive integers"),
+        (dict(hidden=[16, 0]), "integers from 1 to"),
         (dict(loss="hinge"), "unknown loss 'hinge'"),
         (dict(optimizer="rmsprop"), "unknown optimizer"),
         (dict(antithetic=True, population=7), "even population"),

@@ -70,7 +70,7 @@ def world(tmp_path_factory, idx_folder, run_cli):
     for name, text in {
         "data_dir_int": "data_dir = 5", "preset_list": 'preset = ["seed"]', "antithetic_str": 'antithetic = "false"',
         "shuffle_str": 'shuffle = "no"', "antithetic_int": "antithetic = 1", "population_list": "population = [8]",
-        "seed_big": "seed = 18446744073709551616", "hidden_float": "hidden = [16.5]", "sigma_tiny": "sigma = 1e-50",
+        "seed_big": "seed = 18446744073709551616", "hidden_float": "hidden = [16.5]", "hidden_huge": "hidden = [9223372036854775807]", "sigma_tiny": "sigma = 1e-50",
     }.items():
         (cfg / f"{name}.toml").write_text(f'preset = "seed"\n{text}\n' if "preset" not in text else text + "\n")
 
@@ -219,7 +219,17 @@ CASES = {
     "bench-configs-commas": (["bench", "--configs", " , "], "names no config"),
     "bench-repeats-0": (["bench", "--configs", "seed", "--repeats", "0"], "--repeats must be >= 1"),
     "bench-out-missing-folder": (["bench", "--configs", "seed", "--out", "{w}/nowhere/bench"], "does not exist"),
+    "bench-threads-0": (["bench", "--configs", "seed", "--threads", "0"], "threads must be >= 1"),
     "unknown-command": (["nope"], r"\(see fastes --help\)$"),
+    # values accepted before and silently changed, or refused with a traceback or a warning
+    "hidden-empty-size": (["train", *SEED, "--hidden", "16,,16", "--out", NEW], "hidden sizes .*'16,,16'"),
+    "hidden-trailing-comma": (["train", *SEED, "--hidden", "16,", "--out", NEW], "hidden sizes .*'16,'"),
+    "hidden-int64-max": (["train", *SEED, "--hidden", "9223372036854775807", "--out", NEW], "from 1 to 16777216"),
+    "config-hidden-huge": (["train", "--config", "{w}/cfg/hidden_huge.toml", "--out", NEW], "from 1 to 16777216"),
+    "flag-lr-overflow": (["train", *SEED, "--lr", "1e39", "--out", NEW], "lr 1e\\+39 .*float32, where it would be inf"),
+    "out-empty": (["train", *SEED, "--out", ""], "--out is empty"),
+    "resume-empty": (["train", "--resume", " "], "--resume is empty"),
+    "compare-out-empty": (["compare", "{w}/run3", "--out", ""], "--out is empty"),
     "unknown-train-option": (["train", "--colour", "red"], r"\(see fastes train --help\)$"),
 }
 
@@ -248,3 +258,26 @@ def test_transparent_background_is_background(world, run_cli):
     assert a["label"] == b["label"] and np.allclose(a["probabilities"], b["probabilities"], atol=1e-5)
     code, out, err, shown = run_cli(["predict", model, world / "dark_on_transparent.png", "--invert", "--json"])
     assert code == 0 and not shown and json.loads(out)[0]["label"] == a["label"], err
+
+
+def test_output_names_are_taken_as_given(world, run_cli, tmp_path):
+    """``--out res/sweep-0.1`` writes sweep-0.1.md and sweep-0.1.png: a name is never cut at
+    its last dot, so a sweep's tables do not overwrite each other."""
+    for name in ("sweep-0.1", "sweep-0.2"):
+        assert run_cli(["compare", f"{world}/run3", "--out", tmp_path / name])[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep-0.1.md", "sweep-0.1.png", "sweep-0.2.md",
+                                                          "sweep-0.2.png"]
+
+
+def test_a_compare_label_with_a_pipe_stays_one_cell(world, run_cli, tmp_path):
+    code, out, _, _ = run_cli(["compare", f"a|b={world}/run3", "--out", tmp_path / "cmp"])
+    row = next(line for line in out.splitlines() if line.startswith("| a"))
+    assert code == 0 and row.startswith("| a\\|b |") and row.count(" | ") == out.splitlines()[0].count(" | ")
+
+
+def test_a_byte_order_mark_in_a_config_file_is_read(tmp_path):
+    from fastes.config import load_toml
+
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbfepochs = 3\n")
+    assert load_toml(path) == {"epochs": 3}

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from ..errors import RunFolderError
-from ..io.paths import check_output_path, read_bytes
+from ..io.paths import output_files, read_bytes
 from ..io.report import plot_accuracy_vs_time, read_run
 from ..io.checkpoints import atomic_write_text
 
@@ -50,6 +50,11 @@ def _summary(folder: Path) -> dict:
         raise RunFolderError(f"{path} is not the summary.json of a fastes run; give folders written by fastes train") from None
 
 
+def _cell(text: str) -> str:
+    """``text`` as one Markdown table cell: its pipes escaped, its line breaks spaces."""
+    return " ".join(text.replace("|", "\\|").split())
+
+
 def compare_table(runs: list[tuple[str, Path, list[dict]]]) -> str:
     """The Markdown comparison of ``runs`` (label, folder, metrics rows), best values named."""
     head = (["run", "strategy", "population", "generations/s"] + [f"test accuracy at {s:.0f} s" for s in CHECKPOINTS]
@@ -58,7 +63,7 @@ def compare_table(runs: list[tuple[str, Path, list[dict]]]) -> str:
     best: dict[float, tuple[float, str]] = {}
     for label, folder, history in runs:
         info = _summary(folder)
-        cells = [label, info["strategy"], str(info["population"]), f"{info['generations_per_second']:.1f}"]
+        cells = [_cell(label), info["strategy"], str(info["population"]), f"{info['generations_per_second']:.1f}"]
         for seconds in CHECKPOINTS:
             at = accuracy_at(history, seconds)
             if at is None and info["finished"]:  # done before these seconds: its model from then on
@@ -82,11 +87,9 @@ def compare_table(runs: list[tuple[str, Path, list[dict]]]) -> str:
 def compare_runs(specs: list[str], out: Path) -> str:
     """``fastes compare``: write ``OUT.md`` (the table) and ``OUT.png`` (test accuracy
     against wall time) for run folders given as ``DIR`` or ``LABEL=DIR``; returns the table."""
-    out = Path(out)
-    for suffix in (".md", ".png"):
-        check_output_path(out.with_suffix(suffix), "--out")
+    files = output_files(out, (".md", ".png"), "--out")
     runs = [read_run(spec) for spec in specs]
     table = compare_table(runs)
-    atomic_write_text(out.with_suffix(".md"), "# Test accuracy against wall time\n\n" + table)
-    plot_accuracy_vs_time(out.with_suffix(".png"), [(label, history) for label, _, history in runs])
+    atomic_write_text(files[".md"], "# Test accuracy against wall time\n\n" + table)
+    plot_accuracy_vs_time(files[".png"], [(label, history) for label, _, history in runs])
     return table

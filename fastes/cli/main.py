@@ -210,13 +210,16 @@ def cmd_train(args) -> int:
     from ..io.run_folder import default_out_dir, train_to_folder
 
     overrides = {k: getattr(args, k) for k in OPTIONS}
+    for flag, value in (("--out", args.out), ("--resume", args.resume)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} is empty; give a folder (leave --out out for runs/<timestamp>)")
     if args.resume:
         _check_resume_flags(args)
         out = Path(args.resume)
         changes = {k: overrides[k] for k in RESUME_OPTIONS}
         config = None
     else:
-        out = Path(args.out) if args.out else default_out_dir()
+        out = Path(args.out) if args.out is not None else default_out_dir()
         config = resolve(args.preset, args.config, **overrides)
         changes = None
     with progress_module.make_progress(quiet=args.quiet) as progress:
@@ -262,7 +265,7 @@ def cmd_predict(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import CONFIGS, format_markdown, format_table, run_bench
-    from ..io.paths import check_output_path
+    from ..io.paths import output_files
     from ..io.checkpoints import atomic_write_text
 
     names = None
@@ -274,14 +277,11 @@ def cmd_bench(args) -> int:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads is not None:
         check_field("threads", args.threads)  # the option's one declared range
-    if args.out:
-        out = Path(args.out)
-        for suffix in (".json", ".md"):
-            check_output_path(out.with_suffix(suffix), "--out")
+    files = output_files(args.out, (".json", ".md"), "--out") if args.out is not None else None
     result = run_bench(names, repeats=args.repeats, threads=args.threads)
-    if args.out:
-        atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-        atomic_write_text(out.with_suffix(".md"), format_markdown(result))
+    if files is not None:
+        atomic_write_text(files[".json"], json.dumps(result, indent=2) + "\n")
+        atomic_write_text(files[".md"], format_markdown(result))
     print(json.dumps(result, indent=2) if args.json else format_table(result, profile=args.profile))
     return 0
 
@@ -297,7 +297,7 @@ def cmd_plot(args) -> int:
 def cmd_compare(args) -> int:
     from .compare import compare_runs
 
-    print(compare_runs(args.runs, Path(args.out)), end="")
+    print(compare_runs(args.runs, args.out), end="")
     return 0
 
 

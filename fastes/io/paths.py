@@ -46,6 +46,14 @@ def read_bytes(path, what: str, error: type[FastesError], max_bytes: int | None 
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
+def output_files(stem, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+    """The files named ``stem`` plus each suffix, each checked by :func:`check_output_path`:
+    the name is taken as given (``sweep-0.1`` gives ``sweep-0.1.md``), never cut at a dot."""
+    if not str(stem):
+        raise RunFolderError(f"{what} is empty; give a file name without its extension")
+    return {suffix: check_output_path(Path(f"{stem}{suffix}"), what) for suffix in suffixes}
+
+
 def check_output_path(path, what: str, suffixes: tuple[str, ...] | None = None) -> Path:
     """Check that a file can be written at ``path`` (its folder exists and is writable,
     it is not a folder, and, with ``suffixes``, its extension is one of them)."""
