@@ -120,6 +120,16 @@ def world(tmp_path_factory, idx_folder, run_cli):
         (w / "plots" / name).mkdir(parents=True)
         (w / "plots" / name / "metrics.csv").write_text(text)
     (w / "a_file").write_text("not a folder\n")
+    (w / "notes").mkdir()  # a user's own folder: nothing fastes wrote, some names it would write
+    (w / "notes" / "notes.txt").write_text("mine\n")
+    (w / "mine").mkdir()
+    for name in ("config.toml", "metrics.csv", "model.npz"):
+        (w / "mine" / name).write_text("the user's own\n")
+    shutil.copytree(run, w / "run_notes")  # a run the user added a file to
+    (w / "run_notes" / "notes.txt").write_text("mine\n")
+    shutil.copytree(run, w / "run_dir_in_way")  # a run where a folder has a result file's name
+    (w / "run_dir_in_way" / "metrics.png").unlink()
+    (w / "run_dir_in_way" / "metrics.png").mkdir()
     return w
 
 
@@ -196,6 +206,15 @@ CASES = {
     "out-is-a-file": (["train", *SEED, "--data-dir", "{w}/data", "--out", "{w}/a_file"], "is a file, not a folder"),
     "out-dev-null": (["train", *SEED, "--data-dir", "{w}/data", "--out", "/dev/null"], "is a file, not a folder"),
     "out-holds-a-run": (["train", *SEED, "--data-dir", "{w}/data", "--out", "{w}/run3"], "already holds a run"),
+    "out-holds-notes": (["train", *SEED, "--data-dir", "{w}/data", "--out", "{w}/notes"], "holds files but no fastes run .*notes.txt"),
+    "overwrite-notes": (["train", *SEED, "--data-dir", "{w}/data", "--overwrite", "--out", "{w}/notes"],
+                        "no fastes run .*--overwrite replaces only a fastes run"),
+    "overwrite-users-files": (["train", *SEED, "--data-dir", "{w}/data", "--overwrite", "--out", "{w}/mine"],
+                              "holds files but no fastes run .*config.toml"),
+    "overwrite-run-with-notes": (["train", *SEED, "--data-dir", "{w}/data", "--overwrite", "--out", "{w}/run_notes"],
+                                 "fastes did not write \\(notes.txt\\)"),
+    "overwrite-folder-in-the-way": (["train", *SEED, "--data-dir", "{w}/data", "--overwrite", "--out",
+                                     "{w}/run_dir_in_way"], "fastes did not write \\(metrics.png\\)"),
     "resume-lr": (["train", "--resume", "{w}/run3", "--lr", "0.1"], "--lr would change it"),
     "resume-population": (["train", "--resume", "{w}/run3", "--population", "16"], "--population would change it"),
     "resume-hidden": (["train", "--resume", "{w}/run3", "--hidden", "8"], "--hidden would change it"),

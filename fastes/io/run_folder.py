@@ -39,6 +39,44 @@ __all__ = ["RESULT_FILES", "RESUME_OPTIONS", "RunFolderError", "default_out_dir"
 
 RESULT_FILES = ("metrics.csv", "summary.json", "metrics.png", "examples.png", "confusion_matrix.png",
                 "classification_report.txt", "model.npz", "config.toml")
+#: Every file a run folder holds: its results and its checkpoint.
+RUN_FILES = (*RESULT_FILES, "checkpoint.npz")
+
+
+def _is_run_file(entry: Path) -> bool:
+    """A regular file fastes writes in a run folder, or the temporary file of a write cut short."""
+    name = entry.name
+    ours = name in RUN_FILES or (name.endswith(".tmp") and any(name.startswith(f".{f}.") for f in RUN_FILES))
+    return ours and entry.is_file() and not entry.is_symlink()
+
+
+def _entries(out: Path) -> tuple[list[Path], list[str]]:
+    """The run files in ``out``, and the names of everything else there."""
+    try:
+        entries = sorted(out.iterdir())
+    except OSError as exc:
+        raise RunFolderError(f"cannot read results folder {out}: {exc.strerror or exc}; choose another --out") from None
+    return [e for e in entries if _is_run_file(e)], [e.name for e in entries if not _is_run_file(e)]
+
+
+def _holds_a_run(out: Path) -> bool:
+    """Whether ``out`` is recognisably a fastes run: its config.toml or its checkpoint reads as one."""
+    try:
+        values = load_toml(out / "config.toml")
+        values.pop("preset", None)
+        Config(**values)
+        return True
+    except (ConfigError, TypeError):
+        pass
+    try:
+        load_checkpoint(out / "checkpoint.npz")
+        return True
+    except (ModelFileError, ConfigError):
+        return False
+
+
+def _named(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def default_out_dir() -> Path:
@@ -53,14 +91,21 @@ def check_folder(out: Path, resume: bool, overwrite: bool) -> None:
         if not (out / "checkpoint.npz").is_file():
             raise RunFolderError(f"cannot resume: {out / 'checkpoint.npz'} does not exist; start a new run instead")
     elif out.is_dir():
-        try:
-            used = any(out.iterdir())
-        except OSError as exc:
-            raise RunFolderError(f"cannot read results folder {out}: {exc.strerror or exc}; choose another --out") from None
-        if used and not overwrite:
+        ours, others = _entries(out)
+        if (ours or others) and not _holds_a_run(out):
+            raise RunFolderError(
+                f"results folder {out} holds files but no fastes run ({_named([e.name for e in ours] + others)}); "
+                "choose a new or empty --out" + (": --overwrite replaces only a fastes run" if overwrite else "")
+            )
+        if ours and not overwrite:
             raise RunFolderError(
                 f"results folder {out} already holds a run; pass --resume to continue it, "
                 "--overwrite to replace its files, or choose another --out"
+            )
+        if others:
+            raise RunFolderError(
+                f"results folder {out} holds files that fastes did not write ({_named(others)}); "
+                "move them elsewhere or choose another --out"
             )
     else:  # created at the first checkpoint: its nearest existing folder must allow that
         parent = out.absolute().parent
@@ -161,9 +206,10 @@ class _Folder:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunFolderError(f"cannot create results folder {self.out}: {exc.strerror or exc}; choose another --out") from None
-        if self.overwrite:  # summary.json first, so a partly removed run never looks complete
-            for name in ("summary.json", *RESULT_FILES, "checkpoint.npz"):
-                (self.out / name).unlink(missing_ok=True)
+        if self.overwrite:  # only the run's own files; summary.json first, so a partly removed run never looks complete
+            ours = sorted(_entries(self.out)[0], key=lambda entry: entry.name != "summary.json")
+            for entry in ours:
+                entry.unlink(missing_ok=True)
         self.claimed = True
 
     def where(self) -> str:
