@@ -110,6 +110,7 @@ class Trainer:
         self.total_generations = config.epochs * self.n_batches
         self.progress = progress
         self.stop_requested = False
+        self._on_record: Callable[[TrainState], None] | None = None
         #: Seconds the kernels took to compile or load from Numba's cache (:meth:`prepare`).
         self.compile_seconds: float | None = None
         #: Generations per second measured by :meth:`fit_budget` (None: no plan was fitted).
@@ -208,12 +209,15 @@ class Trainer:
         state: TrainState | None = None,
         max_generations: int | None = None,
         on_epoch: Callable[[TrainState], None] | None = None,
+        on_record: Callable[[TrainState], None] | None = None,
     ) -> TrainState:
         """Train from ``state`` (a fresh one if None) until the epochs, the time budget,
         ``max_generations`` more generations, or :attr:`stop_requested` end it.
 
-        ``on_epoch`` is called after each finished epoch (checkpoints hook in here).
+        ``on_epoch`` is called after each finished epoch (checkpoints hook in here), and
+        ``on_record`` after each row added to ``state.history`` (metrics.csv hooks in here).
         """
+        self._on_record = on_record
         state = state or self.initial_state()
         self.prepare(state)
         if self.config.fit_budget:
@@ -338,6 +342,8 @@ class Trainer:
         for level in ACCURACY_LEVELS:
             if state.time_to_accuracy.get(level) is None and test_acc >= float(level):
                 state.time_to_accuracy[level] = round(now, 3)
+        if self._on_record is not None:
+            self._on_record(state)
         if self.progress is not None:
             self._report(state, now, row)
 

@@ -132,7 +132,7 @@ def fastes_process():
 
 
 def _fastes_process(*args, **kwargs):
-    """``python -m fastes.cli.main ARGS`` in a child process, as a user runs the console script
+    """``python -m fastes.cli ARGS`` in a child process, as a user runs the console script
     (``kwargs`` go to :class:`subprocess.Popen`); text stdout and stderr are pipes."""
     import subprocess
     import sys

@@ -110,8 +110,13 @@ def test_divergence_after_a_checkpoint_leaves_a_resumable_run(tmp_path, data, co
                                "--out", complete_run])
     assert code == 2 and "--weight-decay" in err
     assert folder_state(complete_run, before) == "resumable"
-    assert sorted(p.name for p in complete_run.iterdir()) == ["checkpoint.npz", "config.toml"]
+    assert sorted(p.name for p in complete_run.iterdir()) == ["checkpoint.npz", "config.toml", "metrics.csv"]
     assert "weight_decay = 1e+30" in (complete_run / "config.toml").read_text()
+    from fastes.io.report import read_metrics_csv  # the new run's rows so far, none of the old run's
+
+    _, state = runs.resume_run(complete_run, {})
+    assert [r["generation"] for r in read_metrics_csv(complete_run / "metrics.csv")] == [
+        r["generation"] for r in state.history]
 
 
 def test_ctrl_c_while_results_are_written_leaves_a_resumable_run(tmp_path, data, monkeypatch, run_cli, folder_state):
@@ -183,3 +188,38 @@ def test_resume_refuses_new_epochs_for_a_cosine_schedule(tmp_path, capsys, run_c
     assert "--epochs 2 would change every later learning rate" in err and "cosine" in err
     assert tree_snapshot(out) == before
     assert run_cli(["train", "--resume", out, "--epochs", "1", "--quiet"])[0] == 0  # its own epochs: no change
+
+
+# --------------------------------------------------------------------------- metrics.csv while training
+
+
+def test_metrics_csv_grows_while_training_survives_sigkill_and_resume_continues_it(tmp_path, fastes_process):
+    """A running folder's metrics.csv has its rows so far (tail -f, fastes plot); SIGKILL
+    leaves them and a resumable folder; --resume continues the file with no duplicate row."""
+    import time
+
+    from fastes.io.report import read_metrics_csv
+
+    out = tmp_path / "run"
+    proc = fastes_process("train", "--preset", "quick", "--quiet", "--epochs", "2000", "--eval-every-seconds", "0.5",
+                          "--out", out)
+    try:
+        deadline, rows = time.monotonic() + 240, []
+        while time.monotonic() < deadline and len(rows) < 6:
+            time.sleep(0.5)
+            if (out / "metrics.csv").exists():
+                rows = read_metrics_csv(out / "metrics.csv")
+        assert len(rows) >= 6, "metrics.csv did not grow while the run trained"
+        assert not (out / "summary.json").exists()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    killed = read_metrics_csv(out / "metrics.csv")
+    assert len(killed) >= len(rows)
+    config, state = runs.resume_run(out, {})  # the killed folder is resumable
+    assert [r["generation"] for r in state.history] == [r["generation"] for r in killed[: len(state.history)]]
+    assert main(["train", "--resume", str(out), "--max-seconds", str(state.elapsed + 2), "--quiet"]) == 0
+    resumed = read_metrics_csv(out / "metrics.csv")
+    generations = [r["generation"] for r in resumed]
+    assert generations == sorted(set(generations)) and len(resumed) > len(state.history)
+    assert resumed[: len(state.history)] == killed[: len(state.history)]

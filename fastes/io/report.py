@@ -57,6 +57,32 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+class MetricsLog:
+    """A run's metrics.csv written as it trains: the rows so far at once (atomically), then
+    each new row appended and flushed, so that ``tail -f`` and ``fastes plot`` see a running
+    run and a killed one keeps its rows.
+
+    Parameters
+    ----------
+    path : Path
+    history : list of dict
+        The rows so far (keys :data:`fastes.state.METRIC_COLUMNS`); a resumed run's, from its
+        checkpoint, replace any rows written after it.
+    """
+
+    def __init__(self, path: Path, history: list[dict]):
+        write_metrics_csv(path, history)
+        self.file = open(path, "a", newline="", encoding="utf-8")
+        self.writer = csv.DictWriter(self.file, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+
+    def append(self, row: dict) -> None:
+        self.writer.writerow({k: row[k] for k in METRIC_COLUMNS})
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 #: Largest metrics.csv read (a 10-minute run writes about 5 KiB).
 MAX_METRICS_BYTES = 64 << 20
 

@@ -8,9 +8,11 @@ file, summary.json written last). To keep it so:
 * everything that can be refused is checked before anything is written: the folder, the
   configuration, a resumed checkpoint against the folder, the dataset, the memory the run
   needs; the trainer is built;
-* nothing is written until the first checkpoint (after the first epoch, at a signal, or
-  when training ends); then the folder is created (or an ``--overwrite``-n run's files are
-  removed), the checkpoint is written, then config.toml;
+* nothing is written until the first checkpoint (at the first metrics row, after the first
+  epoch, at a signal, or when training ends); then the folder is created (or an
+  ``--overwrite``-n run's files are removed), the checkpoint is written, then config.toml;
+* metrics.csv grows a row at a time while the run trains (a resumed run first rewrites it
+  from its checkpoint's rows);
 * results are written after the last checkpoint, summary.json last; a signal while they are
   written stops with the checkpoint in place (``--resume`` writes them).
 """
@@ -191,6 +193,23 @@ class _Folder:
         self.claimed = resume  # a resumed folder is this run's already
         self.overwrite = overwrite and not resume
         self.first = True
+        self.log: report.MetricsLog | None = None
+
+    def record(self, state: TrainState) -> None:
+        """A new metrics row: appended to metrics.csv. The first claims the folder with a
+        checkpoint (a folder with rows is resumable) and writes the rows so far, which for a
+        resumed run are its checkpoint's: rows written after that checkpoint are dropped."""
+        if not self.claimed:
+            self.checkpoint(state)
+        if self.log is None:
+            self.log = report.MetricsLog(self.out / "metrics.csv", state.history)
+        else:
+            self.log.append(state.history[-1])
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
     def checkpoint(self, state: TrainState) -> None:
         if not self.claimed:
@@ -289,10 +308,11 @@ def train_to_folder(config: Config | None, out: Path, resume: bool = False, over
     # NaN/inf is caught and explained by the trainer; NumPy's warnings about it would only repeat it
     with np.errstate(all="ignore"), stop_on_signals(trainer) as received:
         try:
-            state = trainer.run(state, on_epoch=folder.checkpoint)
+            state = trainer.run(state, on_epoch=folder.checkpoint, on_record=folder.record)
         except DivergenceError as exc:
             raise DivergenceError(f"{exc}; {folder.where()}") from None
         finally:
+            folder.close()
             if trainer.stop_requested and received:
                 exit_code = 130 if received[0] == signal.SIGINT else 143
         folder.checkpoint(state)
