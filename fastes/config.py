@@ -71,6 +71,9 @@ class Option:
         expose it (see :attr:`parameter`).
     resume : bool
         ``fastes train --resume`` may change it (it does not change the trajectory).
+    used_when : tuple of (str, tuple)
+        ``(field, values)``: a run uses this option only when ``field`` has one of
+        ``values`` (empty: always); a flag typed for a run that ignores it is refused.
     name : str
         The field's name (its TOML key), filled in by :data:`OPTIONS`.
     """
@@ -86,6 +89,7 @@ class Option:
     metavar: str | None = None
     estimator: str | None = ""
     resume: bool = False
+    used_when: tuple = ()
     name: str = ""
 
     @property
@@ -128,7 +132,7 @@ class Config:
 
     # data
     dataset: str = option("mnist", "the bundled MNIST, or scikit-learn's 8x8 digits (quick runs)", "choice",
-                          choices=("mnist", "digits"), estimator=None)
+                          choices=("mnist", "digits"), estimator=None, used_when=("data_dir", (None,)))
     data_dir: str | None = option(None, "read MNIST-format IDX files from this folder instead (Fashion-MNIST, "
                                   "KMNIST...)", "text", metavar="DIR", estimator=None)
     # model
@@ -136,7 +140,7 @@ class Config:
     init: str = option("he", "initial weights: N(0, init_std), He or Glorot; biases start at zero", "choice",
                        choices=("normal", "he", "glorot"))
     init_std: float = option(0.1, "standard deviation of the normal initial weights", "float", float32=True,
-                             metavar="X")
+                             metavar="X", used_when=("init", ("normal",)))
     # evolution strategy
     strategy: str = option("openai-es", "OpenAI ES (one noise scale for all parameters), or PGPE (Sehnke et al. 2010) "
                            "or SNES (Schaul et al. 2011), which learn a standard deviation per parameter", "choice",
@@ -152,7 +156,8 @@ class Config:
     perturbation: str = option("lowrank", "full-rank noise, or each weight matrix perturbed by A.T @ B / sqrt(rank), "
                                "A (rank, fan_in), B (rank, fan_out) (EGGROLL, arXiv 2511.16652)", "choice",
                                choices=("full", "lowrank"))
-    rank: int = option(1, "rank of low-rank perturbations", "int", metavar="R")
+    rank: int = option(1, "rank of low-rank perturbations", "int", metavar="R",
+                       used_when=("perturbation", ("lowrank",)))
     loss: str = option("cross-entropy", "MSE against one-hot labels summed over outputs, or softmax cross-entropy", "choice",
                        choices=("mse", "cross-entropy"))
     # optimizer
@@ -162,25 +167,29 @@ class Config:
     lr: float = option(0.005, "learning rate (snes: of the centre, 1 in the natural-gradient form; clipup: its step "
                        "size)", "float", float32=True, metavar="X")
     momentum: float = option(0.9, "momentum coefficient (--optimizer momentum or clipup)", "float", interval=UNIT,
-                             metavar="X")
+                             metavar="X", used_when=("optimizer", ("momentum", "clipup")))
     max_speed: float | None = option(None, "ClipUp's longest step, an L2 norm over all parameters (default: 2 x the "
-                                     "learning rate)", "float", metavar="X")
-    beta1: float = option(0.9, "Adam's decay rate of the gradient mean", "float", interval=UNIT, metavar="X")
-    beta2: float = option(0.999, "Adam's decay rate of the squared gradient mean", "float", interval=UNIT, metavar="X")
+                                     "learning rate)", "float", metavar="X", used_when=("optimizer", ("clipup",)))
+    beta1: float = option(0.9, "Adam's decay rate of the gradient mean", "float", interval=UNIT, metavar="X",
+                          used_when=("optimizer", ("adam",)))
+    beta2: float = option(0.999, "Adam's decay rate of the squared gradient mean", "float", interval=UNIT,
+                          metavar="X", used_when=("optimizer", ("adam",)))
     weight_decay: float = option(0.0, "L2: adds X * theta to the gradient", "float", interval=NON_NEGATIVE, metavar="X")
     lr_schedule: str = option("cosine", "learning rate per epoch: constant, lr * lr_decay**epoch, or annealed to 0 "
                               "along a cosine over the run's epochs", "choice",
                               choices=("constant", "exponential", "cosine"))
     lr_decay: float = option(1.0, "per-epoch factor of the exponential lr schedule", "float", interval=FACTOR,
-                             metavar="X")
+                             metavar="X", used_when=("lr_schedule", ("exponential",)))
     sigma_schedule: str = option("constant", "sigma per epoch: constant, or sigma * sigma_decay**epoch", "choice",
                                  choices=("constant", "exponential"))
     sigma_decay: float = option(1.0, "per-epoch factor of the exponential sigma schedule", "float", interval=FACTOR,
-                                metavar="X")
+                                metavar="X", used_when=("sigma_schedule", ("exponential",)))
     sigma_lr: float | None = option(None, "learning rate of the standard deviations (pgpe, snes; default: pgpe 0.1, "
-                                    "snes (3 + ln P) / (5 sqrt P) for P parameters)", "float", metavar="X")
+                                    "snes (3 + ln P) / (5 sqrt P) for P parameters)", "float", metavar="X",
+                                    used_when=("strategy", LEARNED_SIGMA))
     sigma_max_change: float = option(0.2, "pgpe: the most a standard deviation may change in one generation, as a "
-                                     "fraction of itself", "float", interval=UNIT, metavar="X")
+                                     "fraction of itself", "float", interval=UNIT, metavar="X",
+                                     used_when=("strategy", ("pgpe",)))
     # schedule of data and time
     batch_size: int = option(256, "training rows per generation", "int", metavar="N")
     shuffle: bool = option(True, "a new order of the training rows each epoch, from (seed, epoch); off: in order",
@@ -200,10 +209,12 @@ class Config:
     backend: str = option("numba", "the Numba kernels, the plain NumPy reference, or Ray workers", "choice",
                           choices=("numba", "numpy", "ray"))
     threads: int | None = option(None, "Numba threads (default: all cores; with --backend ray: per worker)", "int",
-                                 metavar="N", estimator="n_threads", resume=True)
+                                 metavar="N", estimator="n_threads", resume=True,
+                                 used_when=("backend", ("numba", "ray")))
     address: str | None = option(None, "Ray cluster address (with --backend ray; default: a local Ray)", "text",
-                                 metavar="ADDR", resume=True)
-    workers: int = option(2, "Ray workers (with --backend ray)", "int", metavar="N", resume=True)
+                                 metavar="ADDR", resume=True, used_when=("backend", ("ray",)))
+    workers: int = option(2, "Ray workers (with --backend ray)", "int", metavar="N", resume=True,
+                          used_when=("backend", ("ray",)))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -432,6 +443,25 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tabular": dict(hidden=(64,), population=128, sigma=0.05, perturbation="full", lr=0.01, lr_schedule="constant",
                     batch_size=64, epochs=20, max_seconds=None, fit_budget=False),
 }
+
+
+def check_used(config: Config, given) -> None:
+    """Refuse an option of ``given`` (names typed on the command line) that ``config`` does
+    not use, naming what it needs (a config.toml lists every option and is not checked)."""
+    for name in given:
+        opt = OPTIONS[name]
+        if not opt.used_when:
+            continue
+        field, values = opt.used_when
+        value, other = getattr(config, field), OPTIONS[field]
+        if value in values:
+            continue
+        if values == (None,):
+            raise ConfigError(f"{opt.flag} is not used with {other.flag} (this run reads {other.flag} {value}); "
+                              f"drop one of them")
+        shown = " or ".join(str(v) for v in values)
+        raise ConfigError(f"{opt.flag} is used only with {other.flag} {shown}, and this run has {other.flag} {value}; "
+                          f"drop {opt.flag}, or add {other.flag} {values[0]}")
 
 
 def preset(name: str) -> Config:

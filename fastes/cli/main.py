@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import CHOICES, OPTIONS, PRESETS, RESUME_OPTIONS, Option, check_field, preset, resolve
+from ..config import CHOICES, OPTIONS, PRESETS, RESUME_OPTIONS, Option, check_field, check_used, preset, resolve
 from ..errors import ConfigError, FastesError, Interrupted, one_line
 
 
@@ -221,6 +221,7 @@ def cmd_train(args) -> int:
     else:
         out = Path(args.out) if args.out is not None else default_out_dir()
         config = resolve(args.preset, args.config, **overrides)
+        check_used(config, [k for k, v in overrides.items() if v is not None])
         changes = None
     with progress_module.make_progress(quiet=args.quiet) as progress:
         summary, code = train_to_folder(config, out, resume=bool(args.resume), overwrite=args.overwrite,

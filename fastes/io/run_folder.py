@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import report
-from ..config import RESUME_OPTIONS, Config, load_toml
+from ..config import RESUME_OPTIONS, Config, check_used, load_toml
 from .data import load_dataset
 from ..errors import ConfigError, DivergenceError, Interrupted, ModelFileError, RunFolderError
 from ..memory import check_fits, peak_rss_mb
@@ -150,7 +150,9 @@ def resume_run(out: Path, changes: dict | None) -> tuple[Config, TrainState]:
             f"the run in {out} has done {state.epoch} epoch(s){part}; --epochs {changes['epochs']} would end it "
             f"before that: give --epochs {started} or more, or leave --epochs out"
         )
-    return config.replace(**changes), state
+    config = config.replace(**changes)
+    check_used(config, changes)
+    return config, state
 
 
 def _check_same_run(out: Path, config: Config) -> None:
