@@ -13,6 +13,8 @@ long vectors) and a full bias noise ``(fan_out,)``; the weight perturbation is
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,8 +165,18 @@ class ParamLayout:
             k += 1
         if not layers:
             raise ModelFileError(f"{source}: no W0/b0 arrays; is this a fastes model file?")
-        layout = cls((layers[0][0].shape[0], *(w.shape[1] for w, _ in layers)))
-        theta = layout.pack(layers)
-        if not np.all(np.isfinite(theta)):
-            raise ModelFileError(f"{source}: parameters contain NaN or infinity")
-        return layout, theta
+        later = sorted(name for name in arrays if re.fullmatch(r"[Wb]\d+", name) and int(name[1:]) >= k)
+        if later:  # a layer is missing in the middle: the rest would be silently dropped
+            raise ModelFileError(f"{source}: has {later[0]} but no W{k}/b{k}; the file lost a layer")
+        dims = (layers[0][0].shape[0], *(w.shape[1] for w, _ in layers))
+        if min(dims) < 1:
+            raise ModelFileError(f"{source}: a layer has no units (layer widths {dims}); the file is damaged")
+        for k, (w, b) in enumerate(layers):
+            with np.errstate(invalid="ignore"):
+                if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                    raise ModelFileError(f"{source}: parameters contain NaN or infinity")
+                if max(np.abs(w).max(initial=0.0), np.abs(b).max(initial=0.0)) > np.finfo(np.float32).max:
+                    raise ModelFileError(f"{source}: layer {k} has weights beyond float32's range, which the model "
+                                         "computes in; the file is damaged or not a fastes model")
+        layout = cls(dims)
+        return layout, layout.pack(layers)

@@ -104,6 +104,12 @@ def world(tmp_path_factory, idx_folder, run_cli):
     (w / "model_text.npz").write_text("W0 = [[1, 2], [3, 4]]\n")
     blob = (run / "model.npz").read_bytes()
     (w / "model_truncated.npz").write_bytes(blob[: len(blob) // 2])
+    np.savez(w / "model_zero_width.npz", **{**model, "W0": model["W0"][:, :0], "b0": model["b0"][:0],
+                                            "W1": model["W1"][:0]})
+    np.savez(w / "model_no_middle.npz", **{k: v for k, v in model.items() if k not in ("W1", "b1")})
+    np.savez(w / "model_huge64.npz", **{**model, "W0": model["W0"].astype(np.float64) * 1e300})
+    np.savez(w / "model_overflow.npz", **{**model, "W0": model["W0"] * np.float32(1e30),
+                                          "W1": model["W1"] * np.float32(1e30)})
 
     (w / "bomb.png").write_bytes(_png(30000, 30000))
     ink = (np.random.default_rng(1).random((28, 28)) * 255).astype(np.uint8)
@@ -187,6 +193,13 @@ CASES = {
     "model-object-array": (["evaluate", "{w}/model_object.npz"], "Python objects"),
     "model-text-file": (["evaluate", "{w}/model_text.npz"], r"^(?!.*pickled).*not an \.npz file"),
     "model-truncated": (["evaluate", "{w}/model_truncated.npz"], "corrupt or truncated|not an .npz"),
+    "model-zero-width": (["evaluate", "{w}/model_zero_width.npz"], "a layer has no units"),
+    "model-zero-width-predict": (["predict", "{w}/model_zero_width.npz", "{w}/light_on_black.png"], "a layer has no units"),
+    "model-missing-layer": (["evaluate", "{w}/model_no_middle.npz"], "has W2 but no W1/b1"),
+    "model-huge-float64": (["evaluate", "{w}/model_huge64.npz"], "beyond float32's range"),
+    "model-overflow-evaluate": (["evaluate", "{w}/model_overflow.npz", "--json"], "NaN or infinite outputs"),
+    "model-overflow-predict": (["predict", "{w}/model_overflow.npz", "{w}/light_on_black.png", "--json"],
+                               "NaN or infinite outputs"),
     # images
     "image-bomb": (["predict", "{w}/run3/model.npz", "{w}/bomb.png"], "900,000,000 pixels"),
     "image-truncated": (["predict", "{w}/run3/model.npz", "{w}/truncated.png"], "cannot read image"),
@@ -311,3 +324,14 @@ def test_a_byte_order_mark_in_a_config_file_is_read(tmp_path):
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbfepochs = 3\n")
     assert load_toml(path) == {"epochs": 3}
+
+
+def test_a_16_bit_png_keeps_its_gray_levels(tmp_path):
+    """PIL's conversion to 8-bit gray clips 16-bit values at 255: predict read such a PNG as
+    black and white."""
+    from fastes.cli.evaluate import load_image
+
+    ramp = np.linspace(0, 65535, 28 * 28).reshape(28, 28).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    x = load_image(tmp_path / "ramp16.png", 28)
+    np.testing.assert_allclose(x, np.linspace(0, 1, 28 * 28), atol=1 / 255)

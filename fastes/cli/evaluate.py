@@ -25,6 +25,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _finite(logits: np.ndarray, model_path, what: str) -> np.ndarray:
+    """``logits``, if every one is finite: a model whose outputs overflow float32 has no
+    prediction, and NaN is no valid JSON."""
+    bad = int((~np.isfinite(logits)).any(axis=1).sum())
+    if bad:
+        raise ModelFileError(f"model {model_path} computes NaN or infinite outputs on {bad} of {len(logits)} of "
+                             f"{what}: its weights are too large for float32; retrain it or check the file")
+    return logits
+
+
 def evaluate_model(model_path, dataset: str | None = None, data_dir: str | None = None) -> dict:
     """Test-split loss, accuracy and per-class report of a model file.
 
@@ -44,7 +54,7 @@ def _evaluate(model_path, layout, theta, config, dataset, data_dir) -> dict:
             f"model {model_path} takes {layout.dims[0]} inputs and {layout.dims[-1]} classes, "
             f"but dataset {ds.name} has {ds.n_features} features and {ds.n_classes} classes"
         )
-    logits = predict_logits(theta, layout, csr=ds.csr("test"))
+    logits = _finite(predict_logits(theta, layout, csr=ds.csr("test")), model_path, f"{ds.name}'s test images")
     loss = config.get("loss", "mse")
     row_loss, ok = losses_from_logits(logits, ds.y_test, loss)
     predictions = logits.argmax(axis=1)
@@ -106,6 +116,9 @@ def _on_background(img, background: int):
     """The image in grayscale ("L"), with any transparency composited onto ``background``."""
     from PIL import Image
 
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit gray: PIL's "L" would clip it at 255
+        levels = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)
+        return Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         flat = Image.new("RGBA", rgba.size, (background, background, background, 255))
@@ -127,7 +140,7 @@ def predict_images(model_path, images: list[str], invert: bool = False) -> list[
         raise ModelFileError(f"model {model_path} takes {layout.dims[0]} inputs, not a square image")
     x = np.stack([load_image(p, side, invert) for p in images])
     with np.errstate(all="ignore"):
-        probs = softmax(predict_logits(theta, layout, x))
+        probs = softmax(_finite(predict_logits(theta, layout, x), model_path, "the images"))
     return [
         {"image": str(p), "label": int(pr.argmax()), "probabilities": [round(float(v), 6) for v in pr]}
         for p, pr in zip(images, probs)
