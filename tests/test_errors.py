@@ -59,6 +59,11 @@ def world(tmp_path_factory, idx_folder, run_cli):
     idx_folder(w / "data_zero", n_train=0)
     idx_folder(w / "data_255", train_labels=[255] + [i % 3 for i in range(1, 60)])
     idx_folder(w / "data_float", label_code=0x0D)
+    idx_folder(w / "data_789", train_labels=[7 + i % 3 for i in range(60)])
+    idx_folder(w / "data_one_class", train_labels=[0] * 60)
+    shutil.copytree(data, w / "data_blank")
+    blank = (data / "train-images-idx3-ubyte").read_bytes()
+    (w / "data_blank" / "train-images-idx3-ubyte").write_bytes(blank[:16] + bytes(len(blank) - 16))
     shutil.copytree(data, w / "data_gz")
     raw = gzip.compress((data / "train-images-idx3-ubyte").read_bytes())
     (w / "data_gz" / "train-images-idx3-ubyte").unlink()
@@ -184,6 +189,9 @@ CASES = {
     "data-zero-images": (["train", *SEED, "--data-dir", "{w}/data_zero", "--out", NEW], "holds no pixels"),
     "data-label-255": (["train", *SEED, "--data-dir", "{w}/data_255", "--out", NEW], "label 255 lies outside"),
     "data-float-labels": (["train", *SEED, "--data-dir", "{w}/data_float", "--out", NEW], "labels must be integers"),
+    "data-labels-7-8-9": (["train", *SEED, "--data-dir", "{w}/data_789", "--out", NEW], "labels start at 7.*renumber"),
+    "data-one-class": (["train", *SEED, "--data-dir", "{w}/data_one_class", "--out", NEW], "at least two classes"),
+    "data-blank-images": (["train", *SEED, "--data-dir", "{w}/data_blank", "--out", NEW], "every training image is blank"),
     "data-damaged-gzip": (["train", *SEED, "--data-dir", "{w}/data_gz", "--out", NEW], "not a valid gzip"),
     "data-dir-is-a-file": (["train", *SEED, "--data-dir", "{w}/a_file", "--out", NEW], "not a folder"),
     # model files

@@ -347,6 +347,8 @@ def _assemble(arrays: dict, name: str) -> Dataset:
             raise DatasetError(f"{lpath}: labels must be integers, found {labels.dtype}")
         if labels.min() < 0:
             raise DatasetError(f"{lpath}: negative label {labels.min()}; labels must be class indices 0, 1, 2, ...")
+        if split == "train" and not images.any():
+            raise DatasetError(f"{ipath}: every training image is blank (all pixels 0); there is nothing to learn from")
         out[f"x_{split}"] = BytePixels(np.ascontiguousarray(images.reshape(len(images), -1)))
         out[f"y_{split}"] = labels.astype(np.int32)
         out[f"shape_{split}"] = images.shape[1:]
@@ -363,6 +365,12 @@ def _check_classes(y_train: np.ndarray, train_path, y_test: np.ndarray, test_pat
     """The number of classes, ``max(train label) + 1``, after checking that the training
     labels are consecutive class indices and every test label is one of them."""
     classes = np.unique(y_train)
+    if classes[0] != 0:
+        raise DatasetError(f"{train_path}: the labels start at {int(classes[0])}; labels must be class indices "
+                           "0, 1, 2, ...: renumber them from 0")
+    if len(classes) < 2:
+        raise DatasetError(f"{train_path}: every training label is {int(classes[0])}; a classifier needs at least "
+                           "two classes to tell apart")
     gaps = np.flatnonzero(np.diff(classes) > 1)
     if len(gaps):
         low, high = int(classes[gaps[0]]), int(classes[gaps[0] + 1])
