@@ -134,7 +134,8 @@ class Config:
     dataset: str = option("mnist", "the bundled MNIST, or scikit-learn's 8x8 digits (quick runs)", "choice",
                           choices=("mnist", "digits"), estimator=None, used_when=("data_dir", (None,)))
     data_dir: str | None = option(None, "read MNIST-format IDX files from this folder instead (Fashion-MNIST, "
-                                  "KMNIST...)", "text", metavar="DIR", estimator=None)
+                                  "KMNIST...); recorded as an absolute path", "text", metavar="DIR", estimator=None,
+                                  resume=True)
     # model
     hidden: tuple[int, ...] = option((128,), "hidden layer sizes (empty: a linear model)", "hidden", metavar="16,16")
     init: str = option("he", "initial weights: N(0, init_std), He or Glorot; biases start at zero", "choice",
@@ -443,6 +444,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tabular": dict(hidden=(64,), population=128, sigma=0.05, perturbation="full", lr=0.01, lr_schedule="constant",
                     batch_size=64, epochs=20, max_seconds=None, fit_budget=False),
 }
+
+
+def absolute_data_dir(config: Config) -> Config:
+    """``config`` with its data folder as an absolute path, so that the run it records can be
+    evaluated, resumed and rerun from any folder."""
+    if config.data_dir is None or Path(config.data_dir).is_absolute():
+        return config
+    return config.replace(data_dir=str(Path(config.data_dir).absolute()))
 
 
 def check_used(config: Config, given) -> None:

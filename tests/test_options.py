@@ -90,7 +90,7 @@ def test_every_estimator_parameter_reaches_the_config():
 
 def test_resume_options_are_declared():
     assert RESUME_OPTIONS == tuple(name for name, opt in OPTIONS.items() if opt.resume)
-    assert set(RESUME_OPTIONS) == {"epochs", "max_seconds", "threads", "address", "workers"}
+    assert set(RESUME_OPTIONS) == {"data_dir", "epochs", "max_seconds", "threads", "address", "workers"}
 
 
 # --------------------------------------------------------------------------- integer flags

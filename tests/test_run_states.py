@@ -223,3 +223,27 @@ def test_metrics_csv_grows_while_training_survives_sigkill_and_resume_continues_
     generations = [r["generation"] for r in resumed]
     assert generations == sorted(set(generations)) and len(resumed) > len(state.history)
     assert resumed[: len(state.history)] == killed[: len(state.history)]
+
+
+# --------------------------------------------------------------------------- recorded paths
+
+
+def test_a_relative_data_dir_is_recorded_so_the_run_works_from_anywhere(tmp_path, data, run_cli, monkeypatch):
+    """A run trained with a relative --data-dir is evaluated, resumed and rerun from another
+    folder; when its data move, the message says how to point to them, and --resume takes
+    the new --data-dir."""
+    import shutil
+
+    shutil.copytree(data, tmp_path / "here" / "tiny")
+    monkeypatch.chdir(tmp_path / "here")
+    assert run_cli(["train", *SEED, "--data-dir", "tiny", "--epochs", 1, "--max-seconds", "0.05", "--out", "run"])[0] == 0
+    assert "data_dir = " + repr(str(tmp_path / "here" / "tiny")).replace("'", '"') in (tmp_path / "here" / "run" / "config.toml").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["evaluate", "here/run/model.npz", "--json"])[0] == 0
+    assert run_cli(["train", "--config", "here/run/config.toml", "--quiet", "--out", "again"])[0] == 0
+    shutil.move(tmp_path / "here" / "tiny", tmp_path / "moved")
+    code, _, err, _ = run_cli(["train", "--resume", "here/run", "--epochs", 2, "--quiet"])
+    assert code == 2 and err.count("\n") == 1 and "--resume here/run --data-dir NEW_DIR" in err, err
+    code, _, err, _ = run_cli(["evaluate", "here/run/model.npz"])
+    assert code == 2 and "--data-dir NEW_DIR" in err, err
+    assert run_cli(["train", "--resume", "here/run", "--data-dir", "moved", "--epochs", 2, "--quiet"])[0] == 0

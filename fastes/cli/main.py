@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import CHOICES, OPTIONS, PRESETS, RESUME_OPTIONS, Option, check_field, check_used, preset, resolve
+from ..config import (CHOICES, OPTIONS, PRESETS, RESUME_OPTIONS, Option, absolute_data_dir, check_field, check_used,
+                      preset, resolve)
 from ..errors import ConfigError, FastesError, Interrupted, one_line
 
 
@@ -217,11 +218,14 @@ def cmd_train(args) -> int:
         _check_resume_flags(args)
         out = Path(args.resume)
         changes = {k: overrides[k] for k in RESUME_OPTIONS}
+        if changes["data_dir"] is not None:
+            changes["data_dir"] = str(Path(changes["data_dir"]).absolute())
         config = None
     else:
         out = Path(args.out) if args.out is not None else default_out_dir()
         config = resolve(args.preset, args.config, **overrides)
         check_used(config, [k for k, v in overrides.items() if v is not None])
+        config = absolute_data_dir(config)
         changes = None
     with progress_module.make_progress(quiet=args.quiet) as progress:
         summary, code = train_to_folder(config, out, resume=bool(args.resume), overwrite=args.overwrite,

@@ -31,7 +31,7 @@ import numpy as np
 from . import report
 from ..config import RESUME_OPTIONS, Config, check_used, load_toml
 from .data import load_dataset
-from ..errors import ConfigError, DivergenceError, Interrupted, ModelFileError, RunFolderError
+from ..errors import ConfigError, DatasetError, DivergenceError, Interrupted, ModelFileError, RunFolderError
 from ..memory import check_fits, peak_rss_mb
 from .checkpoints import atomic_write_text, load_checkpoint, save_checkpoint, save_model
 from ..state import ACCURACY_LEVELS, TrainState
@@ -297,7 +297,13 @@ def train_to_folder(config: Config | None, out: Path, resume: bool = False, over
     state = None
     if resume:
         config, state = resume_run(out, resume_changes)
-    dataset = load_dataset(config.dataset, config.data_dir)
+    try:
+        dataset = load_dataset(config.dataset, config.data_dir)
+    except DatasetError as exc:
+        if resume and config.data_dir is not None and not Path(config.data_dir).is_dir():
+            raise DatasetError(f"{exc}; the run recorded that folder: if its files moved, point to them with "
+                               f"fastes train --resume {out} --data-dir NEW_DIR") from None
+        raise
     check_fits(config, dataset)
     # the ray backend's workers load the data themselves, by name, unless it is handed over
     trainer = Trainer(config, dataset=None if config.backend == "ray" else dataset, progress=progress)
