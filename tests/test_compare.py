@@ -56,3 +56,21 @@ def test_compare_refuses_a_folder_without_a_run_summary(tmp_path):
     with pytest.raises(RunFolderError, match="not the summary.json of a fastes run"):
         compare_runs([str(folder)], tmp_path / "out")
     assert not (tmp_path / "out.md").exists()
+
+
+def test_a_run_folder_whose_path_holds_an_equals_sign(tmp_path, run_cli):
+    """``a=b/run`` is the folder when it exists, and otherwise LABEL=DIR split at the first
+    ``=``, so ``label=x=y/run`` finds the folder ``x=y/run``."""
+    import shutil
+
+    from fastes.io.report import read_run
+
+    source = tmp_path / "src"
+    assert run_cli(["train", "--preset", "quick", "--epochs", "1", "--quiet", "--out", source])[0] == 0
+    folder = tmp_path / "lr=0.1" / "run"
+    shutil.copytree(source, folder)
+    assert read_run(str(folder))[:2] == ("run", folder)
+    assert read_run(f"fast={folder}")[:2] == ("fast", folder)
+    assert run_cli(["plot", folder, "--out", tmp_path / "p.png"])[0] == 0
+    code, _, err, _ = run_cli(["plot", f"{tmp_path}/nope=x", "--out", tmp_path / "q.png"])
+    assert code == 2 and "read as LABEL=x" in err

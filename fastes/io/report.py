@@ -237,12 +237,16 @@ def plot_accuracy_vs_time(path: Path, runs: list[tuple[str, list[dict]]]) -> Non
 
 def read_run(spec: str) -> tuple[str, Path, list[dict]]:
     """A run folder given as ``DIR`` or ``LABEL=DIR``: its label (the folder's name by
-    default), its path and its metrics.csv rows, which must hold a timed test accuracy."""
-    label, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    default), its path and its metrics.csv rows, which must hold a timed test accuracy.
+
+    A folder that exists under the whole of ``spec`` is that folder, ``=`` and all; otherwise
+    the label ends at the first ``=`` (a folder's path may hold more)."""
+    label, _, folder = ("", "", spec) if "=" not in spec or Path(spec).is_dir() else spec.partition("=")
     folder = Path(folder)
     metrics = folder / "metrics.csv"
     if not metrics.is_file():
-        raise RunFolderError(f"{folder} has no metrics.csv; give folders written by fastes train")
+        named = f" (read as LABEL={folder}; give ./{spec} for a folder named so)" if label else ""
+        raise RunFolderError(f"{folder} has no metrics.csv{named}; give folders written by fastes train")
     history = read_metrics_csv(metrics)
     if not any(r["wall_seconds"] > 0 and math.isfinite(r["test_accuracy"]) for r in history):
         raise RunFolderError(f"{metrics} has no timed test accuracy to plot; give folders of runs that trained")
