@@ -12,6 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 
+#: A weight decay whose product with a weight, squared, overflows float64 for weights of order 1e-4.
+_DECAY_OVERFLOWS = 1e150
+
+
 def divergence_message(trainer, generation: int, theta: np.ndarray, rows, epoch: int) -> str:
     """What became NaN/inf at ``generation`` (epoch ``epoch``, 0-based), and which option to change.
 
@@ -35,6 +39,9 @@ def divergence_message(trainer, generation: int, theta: np.ndarray, rows, epoch:
     if cfg.weight_decay and cfg.optimizer != "adam" and lr * cfg.weight_decay >= 1.0:
         return (f"{what} {where}: lr x weight_decay = {lr * cfg.weight_decay:g} >= 1 makes every step grow the weights; "
                 f"lower --weight-decay ({cfg.weight_decay:g}) or the learning rate (--lr {lr:g})")
+    if cfg.weight_decay >= _DECAY_OVERFLOWS:  # the decay term's square, in Adam's moments, is infinite
+        return (f"{what} {where}: weight_decay {cfg.weight_decay:g} makes the gradient's decay term overflow; "
+                "lower --weight-decay (L2 strengths are well below 1)")
     return f"{what} {where}: the steps are too large; lower the learning rate (--lr {lr:g})"
 
 

@@ -268,6 +268,8 @@ CASES = {
     "config-hidden-huge": (["train", "--config", "{w}/cfg/hidden_huge.toml", "--out", NEW], "from 1 to 16777216"),
     "flag-lr-overflow": (["train", *SEED, "--lr", "1e39", "--out", NEW], "lr 1e\\+39 .*float32, where it would be inf"),
     "out-empty": (["train", *SEED, "--out", ""], "--out is empty"),
+    "weight-decay-adam-huge": (["train", *SEED, "--optimizer", "adam", "--weight-decay", "1e300", "--data-dir",
+                               "{w}/data", "--out", NEW], "weight_decay 1e\\+300 .*lower --weight-decay"),
     # options typed for a run that does not use them
     "unused-rank": (["train", *SEED, "--rank", "4", "--out", NEW], "--rank is used only with --perturbation lowrank"),
     "unused-beta1": (["train", *SEED, "--beta1", "0.5", "--out", NEW], "--beta1 is used only with --optimizer adam"),
@@ -343,3 +345,20 @@ def test_a_16_bit_png_keeps_its_gray_levels(tmp_path):
     Image.fromarray(ramp).save(tmp_path / "ramp16.png")
     x = load_image(tmp_path / "ramp16.png", 28)
     np.testing.assert_allclose(x, np.linspace(0, 1, 28 * 28), atol=1 / 255)
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, run_cli, monkeypatch):
+    """ENOSPC carries no file name: the message names the file fastes was writing."""
+    import errno
+    import os as os_module
+
+    real_fsync = os_module.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("fastes.io.checkpoints.os.fsync", full)
+    code, _, err, _ = run_cli(["train", "--preset", "quick", "--epochs", "1", "--quiet", "--out", tmp_path / "run"])
+    monkeypatch.setattr("fastes.io.checkpoints.os.fsync", real_fsync)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "None" not in err and "No space left on device" in err and str(tmp_path / "run") in err, err

@@ -164,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"fastes: error: {one_line(exc)}\n")
         return exc.exit_code
     except PermissionError as exc:
-        sys.stderr.write(f"fastes: error: permission denied writing {exc.filename}; choose a writable folder\n")
+        sys.stderr.write(f"fastes: error: permission denied writing {exc.filename or 'a file'}; choose a writable folder\n")
         return 2
     except OSError as exc:  # a full disk, a folder removed while fastes writes into it ...
-        sys.stderr.write(f"fastes: error: cannot write {exc.filename}: {exc.strerror or one_line(exc)}; "
+        sys.stderr.write(f"fastes: error: cannot write {exc.filename or 'a file'}: {exc.strerror or one_line(exc)}; "
                          "free disk space or choose another folder\n")
         return 2
     except MemoryError:

@@ -76,8 +76,11 @@ class MetricsLog:
         self.writer = csv.DictWriter(self.file, fieldnames=METRIC_COLUMNS, lineterminator="\n")
 
     def append(self, row: dict) -> None:
-        self.writer.writerow({k: row[k] for k in METRIC_COLUMNS})
-        self.file.flush()
+        try:
+            self.writer.writerow({k: row[k] for k in METRIC_COLUMNS})
+            self.file.flush()
+        except OSError as exc:  # a full disk names no file: name ours
+            raise type(exc)(exc.errno, exc.strerror, self.file.name) from None
 
     def close(self) -> None:
         self.file.close()
