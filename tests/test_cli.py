@@ -104,3 +104,14 @@ def test_progress_says_the_plan_fitted_to_the_budget(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("planned 2 epoch(s) to fit --max-seconds 1000 at the ") and "generations/s" in out[0]
     assert out[1].startswith("epoch 1/2")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_a_bad_numba_num_threads_is_one_line(tmp_path, fastes_process, value):
+    """Numba raises at import on NUMBA_NUM_THREADS=0, the variable fastes's --threads message names."""
+    import os
+
+    proc = fastes_process("train", "--preset", "quick", "--out", tmp_path / "x", env={**os.environ, "NUMBA_NUM_THREADS": value})
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and stderr.count("\n") == 1 and "NUMBA_NUM_THREADS" in stderr, stderr
+    assert not (tmp_path / "x").exists()

@@ -149,12 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_environment() -> None:
+    """Refuse a NUMBA_NUM_THREADS that Numba would reject with a traceback when the kernels load."""
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    if value is not None and not (value.strip().isdigit() and int(value) >= 1):
+        raise ConfigError(f"NUMBA_NUM_THREADS={value!r} must be a whole number >= 1 (the most threads the kernels may "
+                          "use); set it so, or unset it and choose with --threads")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's parser, whose --help lists its options
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
+        _check_environment()
         return {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
                 "plot": cmd_plot, "compare": cmd_compare}[args.command](args)
     except Interrupted as exc:
