@@ -3,6 +3,7 @@ and no change to anything already written (issue 14). The cases are the issue's 
 grouped by class, run through the real ``main()``."""
 
 import gzip
+import io
 import json
 import re
 import shutil
@@ -60,6 +61,20 @@ def world(tmp_path_factory, idx_folder, run_cli):
     idx_folder(w / "data_255", train_labels=[255] + [i % 3 for i in range(1, 60)])
     idx_folder(w / "data_float", label_code=0x0D)
     idx_folder(w / "data_789", train_labels=[7 + i % 3 for i in range(60)])
+    shutil.copytree(data, w / "data_folder_in_way")  # a folder where an IDX file should be
+    (w / "data_folder_in_way" / "train-labels-idx1-ubyte").unlink()
+    (w / "data_folder_in_way" / "train-labels-idx1-ubyte").mkdir()
+    shutil.copytree(data, w / "data_loop")  # a symlink loop where an IDX file should be
+    (w / "data_loop" / "train-labels-idx1-ubyte").unlink()
+    (w / "data_loop" / "train-labels-idx1-ubyte").symlink_to("train-labels-idx1-ubyte")
+    shutil.copytree(data, w / "data_bomb")  # a gzip that inflates far past what its header declares
+    bomb = io.BytesIO()
+    with gzip.GzipFile(fileobj=bomb, mode="wb") as fh:
+        fh.write((data / "train-labels-idx1-ubyte").read_bytes())
+        for _ in range(64):
+            fh.write(bytes(1 << 24))
+    (w / "data_bomb" / "train-labels-idx1-ubyte").unlink()
+    (w / "data_bomb" / "train-labels-idx1-ubyte.gz").write_bytes(bomb.getvalue())
     idx_folder(w / "data_one_class", train_labels=[0] * 60)
     shutil.copytree(data, w / "data_blank")
     blank = (data / "train-images-idx3-ubyte").read_bytes()
@@ -194,6 +209,11 @@ CASES = {
     "data-blank-images": (["train", *SEED, "--data-dir", "{w}/data_blank", "--out", NEW], "every training image is blank"),
     "data-damaged-gzip": (["train", *SEED, "--data-dir", "{w}/data_gz", "--out", NEW], "not a valid gzip"),
     "data-dir-is-a-file": (["train", *SEED, "--data-dir", "{w}/a_file", "--out", NEW], "not a folder"),
+    "data-folder-in-the-way": (["train", *SEED, "--data-dir", "{w}/data_folder_in_way", "--out", NEW],
+                               "train-labels-idx1-ubyte is a folder, not a file"),
+    "data-symlink-loop": (["train", *SEED, "--data-dir", "{w}/data_loop", "--out", NEW],
+                          "cannot read dataset file .*train-labels-idx1-ubyte"),
+    "data-gzip-bomb": (["train", *SEED, "--data-dir", "{w}/data_bomb", "--out", NEW], "holds more than the .* bytes its header"),
     # model files
     "model-config-list": (["evaluate", "{w}/model_list.npz"], "config entry is JSON list"),
     "model-config-unknown-loss": (["evaluate", "{w}/model_hinge.npz"], "unknown loss 'hinge'"),

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import OPTIONS
 from ..errors import DatasetError
-from .paths import read_bytes
+from .paths import read_bytes, regular_file
 from ..memory import available_bytes, format_bytes
 
 #: IDX file names, as in the original distribution (with or without a ``.gz`` suffix).
@@ -169,7 +169,10 @@ def _read_bytes(path: Path) -> bytes:
         return raw
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
-            data = fh.read(limit + 1)
+            data = fh.read(4)
+            if len(data) == 4 and data[:2] == b"\0\0" and data[2] in _IDX_DTYPES:
+                data += fh.read(4 * data[3])  # then no more than the header declares, and one byte to tell
+                data += fh.read(max(_idx_size(data) - len(data), 0) + 1)
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise DatasetError(
             f"dataset file {path} is not a valid gzip file ({exc}); replace it with an intact copy"
@@ -180,6 +183,13 @@ def _read_bytes(path: Path) -> bytes:
             "is it really an MNIST-format file?"
         )
     return data
+
+
+def _idx_size(header: bytes) -> int:
+    """The whole size in bytes that an IDX header (magic and dimensions) declares."""
+    ndim = header[3]
+    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return 4 + 4 * ndim + math.prod(dims) * _IDX_DTYPES[header[2]].itemsize
 
 
 def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -214,6 +224,9 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[code]
     expected = header + math.prod(dims) * dtype.itemsize
+    if len(raw) > expected:
+        raise DatasetError(f"{source}: holds more than the {expected} bytes its header declares ({dims}); "
+                           "the file is corrupt or not an MNIST-format file")
     if len(raw) != expected:
         raise DatasetError(
             f"{source}: payload length mismatch: header says {dims} ({expected} bytes in all) "
@@ -226,6 +239,8 @@ def _find(folder: Path, stem: str) -> Path:
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.is_file():
             return candidate
+        if os.path.lexists(candidate):  # a folder, a symlink loop, a device: say which
+            return regular_file(candidate, "dataset file", DatasetError)
     raise DatasetError(
         f"dataset file {stem}(.gz) not found in {folder}; "
         "the folder must hold the four MNIST-format IDX files"
