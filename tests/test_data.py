@@ -90,7 +90,7 @@ def test_parse_idx_roundtrip():
         (b"\x01\x02\x08\x01" + (3).to_bytes(4, "big") + b"abc", "magic"),
         (bytes([0, 0, 0x42, 1]) + (3).to_bytes(4, "big") + b"abc", "dtype code"),
         (_idx([4], b"abc"), "payload length"),
-        (_idx([2], b"abcdef"), "payload length"),
+        (_idx([2], b"abcdef"), "more than the 10 bytes its header declares"),
         (bytes([0, 0, 8, 3, 0, 0]), "truncated header"),
     ],
 )
