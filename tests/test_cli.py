@@ -115,3 +115,18 @@ def test_a_bad_numba_num_threads_is_one_line(tmp_path, fastes_process, value):
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 2 and stderr.count("\n") == 1 and "NUMBA_NUM_THREADS" in stderr, stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_an_unreachable_ray_address_is_one_line_at_once(tmp_path, fastes_process):
+    """Ray retries an unreachable address for minutes, with its own log lines: fastes tries one
+    connection first."""
+    import time
+
+    pytest.importorskip("ray")
+    started = time.monotonic()
+    proc = fastes_process("train", "--preset", "quick", "--backend", "ray", "--address", "127.0.0.1:9",
+                          "--out", tmp_path / "run")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and stderr.count("\n") == 1, stderr
+    assert "cannot reach a Ray cluster at 127.0.0.1:9" in stderr and not (tmp_path / "run").exists()
+    assert time.monotonic() - started < 60

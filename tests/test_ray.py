@@ -92,3 +92,4 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(BackendError, match=r'pip install "fastes\[ray\]"'):
         _import_ray()
+

@@ -14,6 +14,8 @@ parameter count P. The state crosses the network once, when training starts or r
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 
 from . import kernels, workspace
@@ -33,6 +35,21 @@ def _import_ray():
             "or use --backend numba"
         ) from None
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) that takes no connection: Ray itself
+    retries an unreachable address for minutes, printing its own log lines."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise BackendError(
+            f"cannot reach a Ray cluster at {address} ({exc.strerror or type(exc).__name__}); check the address, "
+            "that its head node runs (ray start --head), and the network, or train without --backend ray"
+        ) from None
 
 
 class _Worker:
@@ -122,6 +139,7 @@ class RayBackend(LocalNoiseAndMetrics):
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             if config.address:
+                _check_reachable(config.address)
                 ray.init(address=config.address, **kwargs)
             else:
                 ray.init(num_cpus=config.workers * (config.threads or 1), **kwargs)
