@@ -173,7 +173,7 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        X, y = validate_data(self, X, y, dtype=np.float32, reset=True)
+        X, y = self._validate(X, y, reset=True)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
@@ -227,7 +227,7 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
                 "which are done; call fit to train again, or use lr_schedule='constant' or 'exponential' for "
                 "open-ended training"
             )
-        X, y = validate_data(self, X, y, dtype=np.float32, reset=first)
+        X, y = self._validate(X, y, reset=first)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if first:
@@ -245,9 +245,23 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
             self._set_model(trainer, trainer.run(state, max_generations=int(n_generations)), seed)
         return self
 
+    def _validate(self, X, y="no_validation", reset: bool = False):
+        """scikit-learn's checks of ``X`` (and ``y`` when given, as ``validate_data`` takes it),
+        then ``X`` as float32, refusing values float32 cannot hold (the cast would overflow to
+        infinity, with a warning)."""
+        checked = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=reset)
+        with_y = not (isinstance(y, str) and y == "no_validation")
+        X = checked[0] if with_y else checked
+        largest = float(np.abs(X).max(initial=0.0))
+        if largest > float(np.finfo(np.float32).max):
+            raise ValueError(f"X holds values beyond float32's range (largest magnitude {largest:.3g}), which the model "
+                             "computes in; scale the features, for example with StandardScaler")
+        X = X.astype(np.float32, copy=False)
+        return (X, checked[1]) if with_y else X
+
     def _logits(self, X) -> np.ndarray:
         check_is_fitted(self, "state_")
-        X = validate_data(self, X, dtype=np.float32, reset=False)
+        X = self._validate(X, reset=False)
         return predict_logits(self.state_.theta, self.layout_, np.ascontiguousarray(X))
 
     def predict_proba(self, X) -> np.ndarray:

@@ -175,7 +175,7 @@ class ParamLayout:
             with np.errstate(invalid="ignore"):
                 if not (np.isfinite(w).all() and np.isfinite(b).all()):
                     raise ModelFileError(f"{source}: parameters contain NaN or infinity")
-                if max(np.abs(w).max(initial=0.0), np.abs(b).max(initial=0.0)) > np.finfo(np.float32).max:
+                if max(np.abs(w).max(initial=0.0), np.abs(b).max(initial=0.0)) > float(np.finfo(np.float32).max):
                     raise ModelFileError(f"{source}: layer {k} has weights beyond float32's range, which the model "
                                          "computes in; the file is damaged or not a fastes model")
         layout = cls(dims)

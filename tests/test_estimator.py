@@ -146,3 +146,15 @@ def test_n_threads_applies_to_the_call_only(digits):
         assert numba.get_num_threads() == 1
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_values_beyond_float32_are_refused_without_a_warning():
+    import warnings
+
+    X, y = load_digits(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="beyond float32's range .*StandardScaler"):
+            ESClassifier(**TINY).fit(X * 1e300, y)
+        with pytest.raises(ValueError, match="outside float32's normal range"):
+            ESClassifier(**{**TINY, "lr": 1e39}).fit(X, y)
