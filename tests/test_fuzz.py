@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fastes.config import PRESETS, Config, resolve
+from fastes.config import OPTIONS, PRESETS, Config, resolve
 from fastes.io.data import IDX_FILES, load_idx_folder, parse_idx
 from fastes.errors import FastesError
 from fastes.cli.evaluate import load_image
@@ -203,3 +203,37 @@ def test_image_files(tmp_path_factory, data):
     pixels = loads_or_refuses(load_image, path, 8, invert=data.draw(st.booleans()))
     if pixels is not None:
         assert pixels.shape == (64,) and pixels.dtype == np.float32 and 0 <= pixels.min() <= pixels.max() <= 1
+
+
+def _flag_value() -> st.SearchStrategy[str]:
+    """What a user might type after a flag: numbers of every size and form, and text."""
+    numbers = st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                        st.sampled_from(["0", "1", "2", "-1", "1e39", "1e-50", "0x10", "1_000", "16,,16", "16,", ",",
+                                         " ", "", "nan", "inf", "true", "none"]))
+    return st.one_of(numbers.map(str), st.text(max_size=12))
+
+
+@FUZZ
+@given(options=st.dictionaries(st.sampled_from(sorted(OPTIONS)), _flag_value(), max_size=4))
+def test_command_line_options(options, run_cli):
+    """Random values for every option through the real parser: each command either reaches
+    training with a valid configuration or exits 2 with one line and no warning."""
+    reached = []
+    stub = lambda config, *a, **k: reached.append(config) or ({"final": {}}, 0)  # noqa: E731
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("fastes.io.run_folder.train_to_folder", stub)
+        _check_command_line(options, run_cli, reached)
+
+
+def _check_command_line(options, run_cli, reached):
+    argv = ["train", "--preset", "quick", "--quiet", "--out", "unused"]
+    for name, value in options.items():
+        flag = OPTIONS[name].flag
+        argv += [flag] if OPTIONS[name].kind == "bool" else [f"{flag}={value}"]
+    code, _, err, warned = run_cli(argv)
+    assert not warned, [str(w.message) for w in warned]
+    assert "Traceback" not in err
+    if code == 2:
+        assert err.startswith("fastes: error: ") and err.count("\n") == 1, err
+    else:
+        assert reached and isinstance(reached[0], Config), (code, err)
