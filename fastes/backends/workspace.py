@@ -20,7 +20,7 @@ from .kernels import (
     Batch, FirstLayer, Noise, Plan, Work,
     _base_logits, _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_logits,
     _member_logits_serial, _member_losses, _member_losses_serial, _member_responses, _member_responses_serial,
-    _noise_sums, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros, _task_rows,
+    _noise_sums, _offsets_fit, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros, _task_rows,
     _transpose_layers,
 )
 
@@ -90,7 +90,7 @@ def _check(name: str, array: np.ndarray, dtype, ndim: int) -> None:
 
 def check_offsets(offsets, width: int, table) -> None:
     """Every noise window ``table[offset : offset + width]`` must lie inside the table."""
-    if len(offsets) and (offsets.min() < 0 or offsets.max() + width > len(table)):
+    if not _offsets_fit(offsets, width, len(table)):
         raise IndexError("a noise offset runs past the end of the noise table")
 
 
@@ -300,13 +300,13 @@ def population_losses(theta, noise, sigma, layout, data, loss="mse", antithetic=
 
 class PopulationCall(NamedTuple):
     """One population call's arguments as the phase kernels take them
-    (:meth:`PopulationWorkspace.arguments`)."""
+    (:meth:`PopulationWorkspace.arguments`): the bundles as plain tuples in their fields' order."""
 
-    noise: Noise
+    noise: tuple  #: :class:`Noise`
     sigmas: np.ndarray | None  #: a scaled workspace's standard deviations, else None
-    batch: Batch
-    plan: Plan
-    work: Work
+    batch: tuple  #: :class:`Batch`
+    plan: tuple  #: :class:`Plan`
+    work: tuple  #: :class:`Work`
 
 
 class PopulationWorkspace:
@@ -347,10 +347,13 @@ class PopulationWorkspace:
                        for name in ("centre_zeros", "centre_logits", "centre_loss", "centre_correct")}
         self.last_rows = None  # the rows of the last losses() call, in the order it evaluated them
         self.scaled = bool(scaled)
+        # the kernels' bundles travel as plain tuples (kernels.common): typed fast per call
         self.plan = Plan(self.geo, self.n_signs, self.lowrank, self.rank, LOSS_MSE, int(self.n_blocks),
                          bool(self.grouped), int(threads or numba.get_num_threads()), int(plan["gathered_members"]))
-        self.first = FirstLayer(self.base, self.proj, self.wt_base)
-        self.work = None  # phase 2's buffers for the last batch size (row_loss is shaped by it)
+        self.plan_tuple = tuple(self.plan)
+        self.first = tuple(FirstLayer(self.base, self.proj, self.wt_base))
+        self.work = None  # phase 2's buffers for the last batch size (their row_loss is shaped by it)
+        self.member_row_loss = None
         serial_kernels = 1 if self.serial else 0
         self.first_kernel = _first_layer_serial if plan["serial_first_layer"] else _first_layer
         self.reduce_kernel = (_reduce_members, _reduce_members_serial)[serial_kernels]
@@ -407,22 +410,23 @@ class PopulationWorkspace:
         self.last_rows = rows
         if self.plan.loss != loss_code:
             self.plan = self.plan._replace(loss=int(loss_code))
-        if self.work is None or self.work.row_loss.shape[1] != n_rows:
+            self.plan_tuple = tuple(self.plan)
+        if self.work is None or self.member_row_loss.shape[1] != n_rows:
             # a C-contiguous (n, rows) view for every batch size: a strided view for the last,
             # smaller batch would be another type and compile a second kernel
-            row_loss = self.row_loss[: self.n_members * n_rows].reshape(self.n_members, n_rows)
-            self.work = Work(self.wscratch, self.zscratch, self.hscratch, self.lscratch, self.vscratch, self.sscratch,
-                             row_loss, self.out_loss)
+            self.member_row_loss = self.row_loss[: self.n_members * n_rows].reshape(self.n_members, n_rows)
+            self.work = tuple(Work(self.wscratch, self.zscratch, self.hscratch, self.lscratch, self.vscratch,
+                                   self.sscratch, self.member_row_loss, self.out_loss))
         if self.scaled:
-            noise, sigmas = Noise(table, offsets, np.float32(1.0)), sigma
+            noise, sigmas = (table, offsets, np.float32(1.0)), sigma
         else:
-            noise, sigmas = Noise(table, offsets, np.float32(sigma)), None
-        batch = Batch(indptr, indices, values, rows, self.groups, self.group_values, labels)
-        return PopulationCall(noise, sigmas, batch, self.plan, self.work)
+            noise, sigmas = (table, offsets, np.float32(sigma)), None
+        batch = (indptr, indices, values, rows, self.groups, self.group_values, labels)  # Batch's fields
+        return PopulationCall(noise, sigmas, batch, self.plan_tuple, self.work)
 
     def first_layer(self, theta, call: PopulationCall) -> None:
         """Phase 1: the centre's first layer on the batch (and the grouped noise projections)."""
-        self.first_kernel(theta, call.noise, call.sigmas, call.batch, call.plan, self.wide, self.first)
+        self.first_kernel(theta, call.noise, call.sigmas, call.batch, call.plan, self.wide, *self.first)
 
     def member_losses(self, call: PopulationCall, through: str = "loss") -> None:
         """Phase 2: every member's loss on every row (and its mean where a task holds every
@@ -433,7 +437,7 @@ class PopulationWorkspace:
     def reduce(self, call: PopulationCall) -> np.ndarray:
         """Phase 3 where phase 2 split members' rows into blocks: each member's mean loss."""
         if self.n_blocks > 1:
-            self.reduce_kernel(call.work.row_loss, len(call.batch.rows), self.out_loss)
+            self.reduce_kernel(self.member_row_loss, len(self.last_rows), self.out_loss)
         return self.out_loss
 
     def centre_metrics(self, labels, loss_code) -> tuple[float, int]:

@@ -149,4 +149,5 @@ from .population import (  # noqa: E402
 from .noise_sums import (  # noqa: E402
     _gather_lowrank,
     _noise_sums,
+    _offsets_fit,
 )

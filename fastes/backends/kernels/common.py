@@ -55,10 +55,12 @@ SERIAL_MAX_MEMBER_ROWS = 4096
 
 # --------------------------------------------------------------------------- bundles
 #
-# The phase kernels take their arrays in these few NamedTuples (compiled as plain structs).
-# Inside a ``prange`` loop a store straight into a bundle's array can be dropped by Numba's
-# parfor pass: there a kernel only reads bundles, or passes them to another kernel, and
-# stores into arrays it took into local variables before the loop.
+# The phase kernels take their arrays in these few bundles. Python passes each as a plain
+# tuple in its fields' order (Numba's dispatcher types a NamedTuple argument in Python, some
+# microseconds per call) and the kernel names it on entry, ``batch = Batch(*batch_t)``. Inside
+# a ``prange`` loop Numba's parfor pass can drop a store made straight into an array taken
+# from a bundle: there a kernel only reads bundles or passes them to another kernel, and
+# stores only into arrays it was given as arguments of their own.
 
 
 class Plan(NamedTuple):

@@ -71,6 +71,16 @@ def _noise_sums(table, offsets, weights, square_weights, chunk, out, out_sq):
             k += 1
 
 
+@njit(**JIT)
+def _offsets_fit(offsets, width, size):
+    """Whether every window ``[offsets[k], offsets[k] + width)`` lies in ``[0, size)``: one
+    pass, for the noise sums' validation every generation."""
+    for k in range(offsets.shape[0]):
+        if offsets[k] < 0 or offsets[k] + width > size:
+            return False
+    return True
+
+
 @njit(parallel=True, **JIT)
 def _gather_lowrank(table, offsets, weights, start, n_rows, rank, scale, out):
     """Stack each member's factor F_k (r, n_rows): out[k*r + q] = w_k * scale * F_k[q]."""

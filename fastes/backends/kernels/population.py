@@ -11,7 +11,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .common import G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_W, JIT, _compiled
+from .common import G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_W, JIT, Batch, FirstLayer, Noise, Plan, Work, _compiled
 from .sparse import _group_rows, _sparse_rows, _task_rows
 from .dense import _block_loss, _perturbed_transposed, _tail_block, _transpose_layers
 
@@ -78,13 +78,15 @@ def _row_labels(labels, rows, r0, r1, out):
 # --------------------------------------------------------------------------- phase kernels
 
 
-def _first_layer_impl(theta, noise, sigmas, batch, plan, wide, first):
+def _first_layer_impl(theta, noise_t, sigmas, batch_t, plan_t, wide, base, proj, wt_base):
     """Phase 1: ``base[r] = x_r @ W0 + b0`` (B, H1) for every batch row, and (grouped) every
     noise vector's projection ``proj[k, r] = x_r @ E0_k`` (full rank, H1 columns) or
     ``x_r @ A_k.T`` (low rank, r columns), member-major (n_noise, B, cols) so that a task
-    reads one contiguous block; and the later layers' transposed base weights (``first``:
-    base, proj, wt_base). With ``sigmas`` (P,) float32 (full rank) the noise is
-    ``sigmas * E0_k``; ``None`` compiles the kernel without that step.
+    reads one contiguous block; and the later layers' transposed base weights ``wt_base``
+    (the arrays of :class:`FirstLayer`, which it writes inside its loops). ``noise_t``,
+    ``batch_t``, ``plan_t``: plain tuples in the fields' order of :class:`Noise`,
+    :class:`Batch`, :class:`Plan`. With ``sigmas`` (P,) float32 (full rank) the noise is ``sigmas * E0_k``;
+    ``None`` compiles the kernel without that step.
 
     The projection runs by blocks of members: each block's noise is gathered side by side
     into a per-thread (d, block columns) matrix that stays in L2 while the batch's rows read
@@ -92,10 +94,10 @@ def _first_layer_impl(theta, noise, sigmas, batch, plan, wide, first):
     none): one long vectorised inner loop per group, where a pass per member of width H1 or
     r would not vectorise.
     """
+    noise, batch, plan = Noise(*noise_t), Batch(*batch_t), Plan(*plan_t)
     table, offsets = noise.table, noise.offsets
     csr = (batch.indptr, batch.indices, batch.values)
     rows, groups, group_values = batch.rows, batch.groups, batch.group_values
-    base, proj, wt_base = first.base, first.proj, first.wt_base
     geo = plan.geo
     lowrank = plan.lowrank
     rank = plan.rank
@@ -230,7 +232,7 @@ def _task_through_logits(src, off, sigma, k, r0, r1, batch, plan, first, work):
         _task_logits(src, off, sigma if i == 0 else -sigma, r0, r1, t, plan, first, work)
 
 
-def _member_losses_impl(noise, sigmas, batch, plan, first, work):
+def _member_losses_impl(noise_t, sigmas, batch_t, plan_t, first_t, work_t):
     """Phase 2: every member's loss on every batch row, ``work.row_loss`` (n, B) float64.
 
     Task = (noise vector k, block of rows). Member ``m = k * n_signs + i`` uses sign ``+1``
@@ -241,8 +243,12 @@ def _member_losses_impl(noise, sigmas, batch, plan, first, work):
     With ``sigmas`` (P,) float32, a standard deviation per parameter, each task first writes
     its noise vector times ``sigmas`` into the thread's ``work.scaled`` row (from the first
     bias on when the grouped first layer has already scaled ``E0``), then runs the task on
-    it with signs +-1; ``None`` compiles the kernel without that step.
+    it with signs +-1; ``None`` compiles the kernel without that step. The ``_t`` arguments:
+    plain tuples in the fields' order of :class:`Noise`, :class:`Batch`, :class:`Plan`,
+    :class:`FirstLayer`, :class:`Work`.
     """
+    noise, batch, plan = Noise(*noise_t), Batch(*batch_t), Plan(*plan_t)
+    first, work = FirstLayer(*first_t), Work(*work_t)
     table, offsets, sigma = noise.table, noise.offsets, noise.sigma
     scaled = work.scaled
     n_blocks = plan.n_blocks
