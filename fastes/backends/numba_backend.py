@@ -42,7 +42,8 @@ class NoiseSum:
     def __init__(self, config, layout, table):
         self.layout, self.table, self.rank = layout, table, config.rank
         self.lowrank = config.perturbation == "lowrank"
-        self.grad = np.empty(layout.size, dtype=np.float64)
+        self.n_params = layout.size  # a property that sums the layers: read once
+        self.grad = np.empty(self.n_params, dtype=np.float64)
         self.square = np.empty(layout.size if config.learns_sigma else 0, dtype=np.float64)
         self.stacks = workspace.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
         # Low-rank GEMM blocks on a pool of one-thread BLAS calls: BLAS's own threads, spinning
@@ -59,13 +60,13 @@ class NoiseSum:
             with self.blas.limit(limits=1, user_api="blas"):
                 return workspace.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.rank,
                                                     self.grad, self.stacks, self.pool)
-        return workspace.noise_weighted_sum(self.table, offsets, weights, self.layout.size, self.grad)
+        return workspace.noise_weighted_sum(self.table, offsets, weights, self.n_params, self.grad)
 
     def noise_moments(self, offsets: np.ndarray, weights: np.ndarray,
                       square_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``sum_k weights[k] u_k`` and ``sum_k square_weights[k] (u_k**2 - 1)``, (P,) float64
         each, full-rank noise (buffers reused next call)."""
-        return workspace.noise_moments(self.table, offsets, weights, square_weights, self.layout.size, self.grad,
+        return workspace.noise_moments(self.table, offsets, weights, square_weights, self.n_params, self.grad,
                                        self.square)
 
 
