@@ -26,6 +26,12 @@ def test_each_backend_defines_every_method_with_the_protocol_arguments(cls):
         assert got[: len(want)] == want, (cls.__name__, name)
 
 
+def test_numba_population_losses_takes_the_protocol_arguments_only():
+    """Profiling reaches the phase kernels through the workspace, not through the backend."""
+    want = list(inspect.signature(Backend.population_losses).parameters)
+    assert list(inspect.signature(NumbaBackend.population_losses).parameters) == want
+
+
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_local_backends_say_their_threads(backend):
     threads = Trainer(preset("seed").replace(dataset="digits", backend=backend)).backend.threads

@@ -53,8 +53,10 @@ def test_population_losses_match_reference(table, random_case, dims, antithetic,
     layout, theta, x, csr, y = random_case(dims, n_rows=140)
     rows = rows.astype(np.int64)
     offsets = member_offsets(1, 2, 6, layout.noise_size(perturbation, rank))
-    got = W.population_losses(theta, table, offsets, 0.05, antithetic, layout, csr, rows, y, loss, perturbation, rank, serial=serial)
-    want, _ = R.population_losses(theta, table, offsets, 0.05, antithetic, layout, x[rows], y[rows], loss, perturbation, rank)
+    got = W.population_losses(theta, (table, offsets), 0.05, layout, (csr, rows, y), loss, antithetic, perturbation, rank,
+                              serial=serial)
+    want, _ = R.population_losses(theta, (table, offsets), 0.05, layout, x[rows], y[rows], loss, antithetic, perturbation,
+                                  rank)
     assert got.shape == (12 if antithetic else 6,)
     np.testing.assert_allclose(got, want, rtol=2e-5)
 
@@ -70,13 +72,13 @@ def test_per_parameter_sigma_matches_reference(table, random_case, dims, antithe
     rows = rows.astype(np.int64)
     offsets = member_offsets(1, 2, 6, layout.size)
     sigmas = np.random.default_rng(2).uniform(0.01, 0.1, layout.size).astype(np.float32)
-    got = W.population_losses(theta, table, offsets, sigmas, antithetic, layout, csr, rows, y, loss, serial=serial)
-    want, _ = R.population_losses(theta, table, offsets, sigmas, antithetic, layout, x[rows], y[rows], loss)
+    noise, data = (table, offsets), (csr, rows, y)
+    got = W.population_losses(theta, noise, sigmas, layout, data, loss, antithetic, serial=serial)
+    want, _ = R.population_losses(theta, noise, sigmas, layout, x[rows], y[rows], loss, antithetic)
     np.testing.assert_allclose(got, want, rtol=2e-5)
     same = np.full(layout.size, 0.05, dtype=np.float32)  # one sigma for all: the single-sigma kernels' result
-    np.testing.assert_allclose(W.population_losses(theta, table, offsets, same, antithetic, layout, csr, rows, y, loss),
-                               W.population_losses(theta, table, offsets, 0.05, antithetic, layout, csr, rows, y, loss),
-                               rtol=2e-5)
+    np.testing.assert_allclose(W.population_losses(theta, noise, same, layout, data, loss, antithetic),
+                               W.population_losses(theta, noise, 0.05, layout, data, loss, antithetic), rtol=2e-5)
 
 
 def test_noise_moments_match_reference(table):
@@ -196,9 +198,9 @@ def test_population_split_evaluates_the_same_sums(table, random_case):
     layout, theta, x, csr, y = random_case((50, 40, 10), n_rows=140)
     rows = np.arange(2, 138, dtype=np.int64)
     offsets = member_offsets(0, 5, 8, layout.size)
-    kwargs = dict(loss="cross-entropy", serial=False)
-    whole = W.population_losses(theta, table, offsets, 0.1, True, layout, csr, rows, y, **kwargs)
-    halves = [W.population_losses(theta, table, part, 0.1, True, layout, csr, rows, y, **kwargs)
+    kwargs = dict(loss="cross-entropy", antithetic=True, serial=False)
+    whole = W.population_losses(theta, (table, offsets), 0.1, layout, (csr, rows, y), **kwargs)
+    halves = [W.population_losses(theta, (table, part), 0.1, layout, (csr, rows, y), **kwargs)
               for part in (offsets[:4].copy(), offsets[4:].copy())]
     assert W.population_plan(layout, 8, True, len(rows))["grouped"] != W.population_plan(layout, 4, True, len(rows))["grouped"]
     np.testing.assert_array_equal(whole, np.concatenate(halves))
@@ -233,7 +235,7 @@ def test_validation_errors(table, random_case):
     with pytest.raises(IndexError, match="past the end"):
         W.noise_weighted_sum(table, np.array([len(table) - 10]), np.ones(1), 100)
     with pytest.raises(TypeError, match="sigmas must be a 1-d float32"):
-        W.population_losses(theta, table, np.zeros(2, np.int64), np.ones(layout.size), False, layout, csr, rows, y)
+        W.population_losses(theta, (table, np.zeros(2, np.int64)), np.ones(layout.size), layout, (csr, rows, y))
     with pytest.raises(ValueError, match="full-rank"):
         W.PopulationWorkspace(layout, 2, False, 4, perturbation="lowrank", scaled=True)
 
@@ -272,3 +274,22 @@ def test_centre_metrics_equal_a_forward_pass(table, random_case, dims, antitheti
     want = W.ForwardWorkspace(layout, len(rows)).metrics(theta, csr, rows, y, K.LOSS_CODES[loss])
     assert got[1] == want[1]
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+
+
+def test_kernels_and_their_wrappers_take_few_parameters():
+    """Related arrays travel in a few bundles: no function of the backends takes more than
+    ten parameters (``self`` not counted)."""
+    import ast
+    import pathlib
+
+    import fastes.backends
+
+    wide = []
+    for path in pathlib.Path(fastes.backends.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                a = node.args
+                names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs] + [x.arg for x in (a.vararg, a.kwarg) if x]
+                if len([n for n in names if n != "self"]) > 10:
+                    wide.append(f"{path.name}:{node.name}")
+    assert not wide

@@ -1,6 +1,6 @@
-"""The Numba backend: the population scored by the kernels of :mod:`.kernels`, in this
-process; and the pieces the Ray backend builds its driver and workers from
-(:class:`NoiseSum`, :class:`ModelMetrics`)."""
+"""The Numba backend: the population scored by the kernels of :mod:`.kernels` (through the
+validating wrappers of :mod:`.workspace`), in this process; and the pieces the Ray backend
+builds its driver and workers from (:class:`NoiseSum`, :class:`ModelMetrics`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def set_threads(threads: int | None) -> int:
 
 
 class NoiseSum:
-    """The gradient's noise sums with the Numba kernels (full-rank or low-rank noise).
+    """The gradient's noise sums with the Numba kernels (full-rank or low-rank noise): what a
+    strategy's ``gradient`` asks of a backend; the Numba and Ray backends are one.
 
     Parameters
     ----------
@@ -41,13 +42,12 @@ class NoiseSum:
     def __init__(self, config, layout, table):
         self.layout, self.table, self.rank = layout, table, config.rank
         self.lowrank = config.perturbation == "lowrank"
-        self.grad = np.empty(layout.size, dtype=np.float64)
+        self.n_params = layout.size  # a property that sums the layers: read once
+        self.grad = np.empty(self.n_params, dtype=np.float64)
         self.square = np.empty(layout.size if config.learns_sigma else 0, dtype=np.float64)
         self.stacks = workspace.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
-        # The low-rank gradient's products run in BLAS limited to one thread, by blocks on
-        # a pool of this process's kernel threads: BLAS's own threads, left spinning after a
-        # call, take the cores from the next kernel's threads (and the kernels' OpenMP threads
-        # from BLAS), which cost 6x the product itself here; the pool's threads wait idle.
+        # Low-rank GEMM blocks on a pool of one-thread BLAS calls: BLAS's own threads, spinning
+        # after a call, would take the cores from the next kernel's threads.
         self.blas = ThreadpoolController() if self.lowrank else None
         threads = numba.get_num_threads()
         gemm_threads = threads if self.lowrank and threads > 1 else 0
@@ -60,15 +60,14 @@ class NoiseSum:
             with self.blas.limit(limits=1, user_api="blas"):
                 return workspace.lowrank_weighted_sum(self.table, offsets, weights, self.layout, self.rank,
                                                     self.grad, self.stacks, self.pool)
-        kernels._noise_weighted_sum(self.table, offsets, weights, 2048, self.grad)
-        return self.grad
+        return workspace.noise_weighted_sum(self.table, offsets, weights, self.n_params, self.grad)
 
     def noise_moments(self, offsets: np.ndarray, weights: np.ndarray,
                       square_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``sum_k weights[k] u_k`` and ``sum_k square_weights[k] (u_k**2 - 1)``, (P,) float64
         each, full-rank noise (buffers reused next call)."""
-        kernels._noise_moments(self.table, offsets, weights, square_weights, 2048, self.grad, self.square)
-        return self.grad, self.square
+        return workspace.noise_moments(self.table, offsets, weights, square_weights, self.n_params, self.grad,
+                                       self.square)
 
 
 class ModelMetrics:
@@ -86,29 +85,20 @@ class ModelMetrics:
         self.labels = train_labels(dataset)
         self.loss_code = kernels.LOSS_CODES[config.loss]
         self.forward = workspace.ForwardWorkspace(layout, batch_rows(config, dataset))
+        self._checked = False
 
     def __call__(self, theta: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
-        """Summed loss (float) and correct count (int) of ``theta`` on training ``rows``."""
+        """Summed loss (float) and correct count (int) of ``theta`` on training ``rows``
+        (the arrays validated on the first call: a run's dtypes and shapes do not change)."""
+        if not self._checked:
+            self.forward.check(theta, self.csr, rows, self.labels)
+            self._checked = True
         return self.forward.metrics(theta, self.csr, rows, self.labels, self.loss_code)
 
 
-class LocalNoiseAndMetrics:
-    """Gradient sums and the model's batch metrics computed here, by ``self.noise``
-    (:class:`NoiseSum`) and ``self.metrics`` (:class:`ModelMetrics`): the Numba backend's and
-    the Ray driver's."""
-
-    def noise_sum(self, offsets, weights):
-        return self.noise.noise_sum(offsets, weights)
-
-    def noise_moments(self, offsets, weights, square_weights):
-        return self.noise.noise_moments(offsets, weights, square_weights)
-
-    def batch_metrics(self, theta, rows):
-        return self.metrics(theta, rows)
-
-
-class NumbaBackend(InProcess, LocalNoiseAndMetrics):
-    """The :class:`Backend` of the Numba kernels, all in this process.
+class NumbaBackend(InProcess, NoiseSum):
+    """The :class:`Backend` of the Numba kernels, all in this process: its noise sums are
+    :class:`NoiseSum`'s.
 
     Parameters
     ----------
@@ -128,37 +118,36 @@ class NumbaBackend(InProcess, LocalNoiseAndMetrics):
             layout, config.n_noise, config.antithetic, batch_rows(config, dataset), config.perturbation,
             config.rank, self.threads, scaled=config.learns_sigma,
         )
-        self.noise = NoiseSum(config, layout, table)
+        NoiseSum.__init__(self, config, layout, table)
         self._checked = False
-        self._scored_rows = None  # rows of the last population call, until the step
+        # from a population call to the step, the workspace's first layer is the centre's
+        self._centre_scored = False
 
-    def population_losses(self, theta, offsets, sigma, rows, generation=None, timings=None):
+    def population_losses(self, theta, offsets, sigma, rows, generation=None):
         """Mean batch loss of every member, shape (n,), float64 (a view reused next call).
 
         The arrays are validated on the first call of a run (their dtypes and shapes do not
-        change afterwards; every generation's offsets fit the table by construction).
-        ``timings`` (a dict) receives the kernels' phase seconds."""
+        change afterwards; every generation's offsets fit the table by construction)."""
         if not self._checked:
             self.workspace.check(theta, self.table, offsets, self.csr, rows, self.labels,
                                  sigma if self.workspace.scaled else None)
             self._checked = True
         losses = self.workspace.losses(theta, self.table, offsets, sigma, self.csr, rows, self.labels,
-                                       self.loss_code, timings=timings)
-        self._scored_rows = rows
+                                       self.loss_code)
+        self._centre_scored = True
         return losses
 
     def batch_metrics(self, theta, rows):
-        """Summed loss and correct count of ``theta`` on training ``rows``. Called between a
-        population call on the same ``rows`` and the step (the trainer's order), they come
-        from that call's first layer; otherwise from a forward pass."""
-        if rows is self._scored_rows:
-            self._scored_rows = None
+        """Summed loss and correct count of ``theta`` on training ``rows``. Between a
+        population call and the step (the protocol's order: the same ``theta`` and ``rows``)
+        they come from that call's first layer; otherwise from a forward pass."""
+        if self._centre_scored:
             return self.workspace.centre_metrics(self.labels, self.loss_code)
         return self.metrics(theta, rows)
 
     def record_step(self, weights, lr):
         """The step moved the parameters: the last population call's first layer is stale."""
-        self._scored_rows = None
+        self._centre_scored = False
 
 
 def predict_logits(theta, layout, x=None, csr=None) -> np.ndarray:

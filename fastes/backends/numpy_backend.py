@@ -30,8 +30,8 @@ class NumpyBackend(InProcess):
     def population_losses(self, theta, offsets, sigma, rows, generation=None):
         c = self.config
         losses, _ = reference.population_losses(
-            theta, self.table, offsets, sigma, c.antithetic, self.layout, self.dataset.dense("train", rows), self.labels[rows],
-            c.loss, c.perturbation, c.rank,
+            theta, (self.table, offsets), sigma, self.layout, self.dataset.dense("train", rows), self.labels[rows],
+            c.loss, c.antithetic, c.perturbation, c.rank,
         )
         return losses
 

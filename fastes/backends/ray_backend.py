@@ -19,7 +19,7 @@ import socket
 import numpy as np
 
 from . import kernels, workspace
-from .numba_backend import LocalNoiseAndMetrics, ModelMetrics, NoiseSum, set_threads
+from .numba_backend import ModelMetrics, NoiseSum, set_threads
 from .protocol import batch_rows, train_labels
 from ..errors import BackendError
 from ..state import ESState
@@ -113,7 +113,7 @@ class _Worker:
         return losses.copy()
 
 
-class RayBackend(LocalNoiseAndMetrics):
+class RayBackend(NoiseSum):
     """The :class:`fastes.backends.Backend` that evaluates the population on Ray actors; it
     sums noise and scores the centre here (the driver keeps its own copy of the parameters,
     updated exactly like the workers').
@@ -134,7 +134,7 @@ class RayBackend(LocalNoiseAndMetrics):
         self.ray = ray
         self.layout = layout
         self.threads = set_threads(config.threads)
-        self.noise = NoiseSum(config, layout, table)
+        NoiseSum.__init__(self, config, layout, table)
         self.metrics = ModelMetrics(config, layout, dataset)
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -189,6 +189,10 @@ class RayBackend(LocalNoiseAndMetrics):
         ]
         self.pending = None
         return np.concatenate(self._gather(refs, "evaluating the population"))
+
+    def batch_metrics(self, theta, rows):
+        """The model's summed loss and correct count on ``rows``, by a forward pass here."""
+        return self.metrics(theta, rows)
 
     def record_step(self, weights, lr):
         """Remember this generation's update; workers apply it before the next one."""

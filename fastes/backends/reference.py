@@ -89,24 +89,26 @@ def member_noise(table: np.ndarray, offsets: np.ndarray, layout: ParamLayout, pe
 
 
 def population_losses(
-    theta, table, offsets, sigma, antithetic, layout, x, labels,
-    loss="mse", perturbation="full", rank=1,
+    theta, noise, sigma, layout, x, labels, loss="mse", antithetic=False, perturbation="full", rank=1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean batch loss and correct count of each member, ordered as in the kernels.
 
     Parameters
     ----------
     theta : ndarray of shape (P,), float32
-    offsets : ndarray of shape (n_noise,), int64
+    noise : tuple (table (T,) float32, offsets (n_noise,) int64)
     sigma : float, or ndarray of shape (P,), float32 (a standard deviation per parameter)
     x : ndarray of shape (B, d), float32, the batch
     labels : ndarray of shape (B,), int
+    antithetic : bool
+        Each noise vector with both signs (population = 2 * n_noise).
 
     Returns
     -------
     losses : ndarray of shape (n,), float64
     correct : ndarray of shape (n,), int64
     """
+    table, offsets = noise
     signs = np.array([1.0, -1.0] if antithetic else [1.0], dtype=np.float32)
     scale = np.asarray(sigma, dtype=np.float32)
     losses, correct = [], []

@@ -9,20 +9,24 @@ the workspaces allocate from them and :mod:`fastes.memory` adds them up before a
 from __future__ import annotations
 
 import math
-import time
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
 from .kernels import (
-    F_BLOCKS, F_GATHERED, F_GROUPED, F_LOSS, F_LOWRANK, F_PHASES, F_RANK, F_SCALED, F_SIGNS, F_THREADS, FORWARD_BLOCK,
-    G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
-    PHASE_LOSS, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL, GROUP_MIN_ROWS,
-    _base_logits, _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_losses,
-    _member_losses_scaled, _member_losses_scaled_serial, _member_losses_serial, _noise_moments,
-    _noise_weighted_sum, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros,
-    _task_rows, _transpose_layers,
+    FORWARD_BLOCK, G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
+    LOSS_MSE, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL, GROUP_MIN_ROWS,
+    Batch, FirstLayer, Noise, Plan, Work,
+    _base_logits, _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_logits,
+    _member_logits_serial, _member_losses, _member_losses_serial, _member_responses, _member_responses_serial,
+    _noise_sums, _offsets_fit, _reduce_members, _reduce_members_serial, _row_groups, _row_losses, _row_nonzeros, _task_rows,
+    _transpose_layers,
 )
+
+#: Values per chunk of the noise sums (:func:`noise_weighted_sum`, :func:`noise_moments`):
+#: each thread's share of the accumulators, small enough to stay in cache.
+NOISE_CHUNK = 2048
 
 
 def dense_to_csr(x: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,7 +90,7 @@ def _check(name: str, array: np.ndarray, dtype, ndim: int) -> None:
 
 def check_offsets(offsets, width: int, table) -> None:
     """Every noise window ``table[offset : offset + width]`` must lie inside the table."""
-    if len(offsets) and (offsets.min() < 0 or offsets.max() + width > len(table)):
+    if not _offsets_fit(offsets, width, len(table)):
         raise IndexError("a noise offset runs past the end of the noise table")
 
 
@@ -113,15 +117,10 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
     lowrank = perturbation == "lowrank"
     dims = layout.dims
     width0 = dims[1]
-    # Gather the first layer side by side (one long vectorised pass per row instead of
-    # n short ones): always for low-rank (r columns per member), and for full-rank when
-    # the population's first-layer width is small.
+    # Gather the first layer side by side (one long vectorised pass per row, not n short ones)
     grouped = lowrank or n_noise * width0 <= GROUPED_MAX_WIDTH
     cols = rank if lowrank else width0
-    # Noise vectors per gathered block: up to GATHER_COLUMNS columns, and at least two
-    # blocks, so that two threads share the gathering of a small population (the seed
-    # config's first layer: 100 us with one block that each of four row parts gathered
-    # again, 70 us with two blocks).
+    # at least two gathered blocks, so that two threads share a small population's gathering
     gathered_members = max(1, min(GATHER_COLUMNS // cols, (n_noise + 1) // 2)) if grouped else 1
     gathered = gathered_members * cols if grouped else 0
     n_threads = threads or numba.get_num_threads()
@@ -153,10 +152,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "centre_correct": ((batch,), np.int64),
         "sscratch": ((slots, layout.size) if scaled else (1, 1), f32),
     }
-    # The noise response's sparse products run by groups of four similar rows
-    # (kernels._row_groups, once per batch) from GROUP_MIN_ROWS rows on; the choice and the
-    # rows' order depend on the batch alone, so any split of the population (threads, tasks,
-    # Ray workers) evaluates the same sums.
+    # Row groups depend on the batch alone, so any split of the population sums the same terms
     n_groups = -(-batch // 4) if batch >= GROUP_MIN_ROWS else 0
     d = dims[0]
     buffers.update({
@@ -167,8 +163,7 @@ def population_plan(layout, n_noise, antithetic, batch, perturbation="full", ran
         "groups": ((2 + n_groups + n_groups * (d + 3),), np.int64),
         "group_values": ((4 * n_groups * (d + 3),), f32),
     })
-    # The first layer's work is the batch's sparse rows times every gathered column: worth
-    # both threads long before the members' work is (the seed config: 64 rows x 144 columns).
+    # the first layer (sparse rows x every gathered column) is worth both threads before phase 2 is
     serial_first_layer = n_threads == 1 or batch * (width0 + (n_noise * cols if grouped else 0)) < FIRST_LAYER_PARALLEL
     return {"grouped": bool(grouped), "serial": bool(serial), "serial_first_layer": bool(serial_first_layer),
             "gathered_members": gathered_members, "n_blocks": n_blocks, "row_groups": n_groups > 0, "buffers": buffers}
@@ -208,19 +203,31 @@ class ForwardWorkspace:
 
     def __init__(self, layout, batch: int):
         self.layout = layout
+        self.batch = int(batch)
         self.geo = geometry(layout)
         buffers = {name: np.zeros(shape, dtype) for name, (shape, dtype) in forward_plan(layout, batch)["buffers"].items()}
         self.wt_base, self.bscratch, self.zeros = buffers["wt_base"], buffers["bscratch"], buffers["zeros"]
         self.hscratch, self.lscratch, self.logits = buffers["hscratch"], buffers["lscratch"], buffers["logits"]
         self.row_loss, self.row_correct = buffers["row_loss"], buffers["row_correct"]
 
+    def check(self, theta, csr, rows, labels=None) -> None:
+        """Validate a run's arrays against this workspace (once per run, not per call)."""
+        check_csr(*csr, rows)
+        _check("theta", theta, np.float32, 1)
+        if theta.shape[0] != self.layout.size:
+            raise ValueError(f"theta has {theta.shape[0]} values, layout needs {self.layout.size}")
+        if labels is not None:
+            _check("labels", labels, np.int32, 1)
+        if len(rows) > self.batch:
+            raise ValueError(f"{len(rows)} rows, workspace built for at most {self.batch}")
+
     def logits_of(self, theta, csr, rows) -> np.ndarray:
         """Logits (B, C) float32, a view of the workspace (valid until the next call)."""
         n, n_out = len(rows), self.layout.dims[-1]
         out = self.logits[: n * n_out]
         _transpose_layers(theta, self.geo, self.wt_base)
-        _forward_rows(theta, self.geo, csr[0], csr[1], csr[2], rows, self.wt_base, self.bscratch, self.zeros,
-                self.hscratch, self.lscratch, out)
+        _forward_rows(theta, self.geo, tuple(csr), rows, self.wt_base, self.bscratch, self.zeros, self.hscratch,
+                      self.lscratch, out)
         return out.reshape(n, n_out)
 
     def metrics(self, theta, csr, rows, labels, loss_code) -> tuple[float, int]:
@@ -252,37 +259,29 @@ def forward_logits(theta, layout, csr, rows, out=None) -> np.ndarray:
     -------
     ndarray of shape (B, C), float32
     """
-    indptr, indices, values = csr
-    check_csr(indptr, indices, values, rows)
-    _check("theta", theta, np.float32, 1)
-    if theta.shape[0] != layout.size:
-        raise ValueError(f"theta has {theta.shape[0]} values, layout needs {layout.size}")
-    logits = ForwardWorkspace(layout, max(len(rows), 1)).logits_of(theta, csr, rows)
+    forward = ForwardWorkspace(layout, max(len(rows), 1))
+    forward.check(theta, csr, rows)
+    logits = forward.logits_of(theta, csr, rows)
     if out is None:
         return logits.copy()
     out[...] = logits
     return out
 
 
-def population_losses(
-    theta, table, offsets, sigma, antithetic, layout, csr, rows, labels,
-    loss="mse", perturbation="full", rank=1, threads=None, serial=None,
-) -> np.ndarray:
+def population_losses(theta, noise, sigma, layout, data, loss="mse", antithetic=False, perturbation="full", rank=1,
+                      serial=None) -> np.ndarray:
     """Mean batch loss of each population member.
 
     Parameters
     ----------
     theta : ndarray of shape (P,), float32
-    table : ndarray of shape (T,), float32, the shared noise table
-    offsets : ndarray of shape (n_noise,), int64
+    noise : tuple (table (T,) float32, the shared noise table; offsets (n_noise,) int64)
     sigma : float, or ndarray of shape (P,), float32
         The noise scale: one for every parameter, or each parameter's own (full rank only).
+    layout : ParamLayout
+    data : tuple (csr (indptr, indices, values), rows (B,) int64, labels (N,) int32)
     antithetic : bool
         Evaluate each noise vector with both signs (population = 2 * n_noise).
-    layout : ParamLayout
-    csr : tuple (indptr, indices, values)
-    rows : ndarray of shape (B,), int64
-    labels : ndarray of shape (N,), int32
     serial : bool, optional
         Run on one thread (default: when the population x batch is small).
 
@@ -291,10 +290,23 @@ def population_losses(
     ndarray of shape (n,), float64; member ``k * n_signs + i`` is noise vector k with sign
     ``+1`` (i = 0) or ``-1`` (i = 1).
     """
+    (table, offsets), (csr, rows, labels) = noise, data
     scaled = np.ndim(sigma) > 0
-    ws = PopulationWorkspace(layout, len(offsets), antithetic, len(rows), perturbation, rank, threads, serial, scaled)
+    ws = PopulationWorkspace(layout, len(offsets), antithetic, len(rows), perturbation, rank, serial=serial,
+                             scaled=scaled)
     ws.check(theta, table, offsets, csr, rows, labels, sigma if scaled else None)
     return ws.losses(theta, table, offsets, sigma, csr, rows, labels, LOSS_CODES[loss]).copy()
+
+
+class PopulationCall(NamedTuple):
+    """One population call's arguments as the phase kernels take them
+    (:meth:`PopulationWorkspace.arguments`): the bundles as plain tuples in their fields' order."""
+
+    noise: tuple  #: :class:`Noise`
+    sigmas: np.ndarray | None  #: a scaled workspace's standard deviations, else None
+    batch: tuple  #: :class:`Batch`
+    plan: tuple  #: :class:`Plan`
+    work: tuple  #: :class:`Work`
 
 
 class PopulationWorkspace:
@@ -302,8 +314,10 @@ class PopulationWorkspace:
 
     Created once per run for a given population, batch size and layout (a smaller last
     batch uses the leading rows). :meth:`check` validates a run's arrays once;
-    :meth:`losses` is the hot path: no allocation, four compiled calls at most. A
-    ``scaled`` workspace takes a standard deviation per parameter (PGPE, SNES).
+    :meth:`losses` is the hot path: no allocation beyond the call's small bundles, four
+    compiled calls at most (:meth:`arguments`, then phases 1, 2 and 3, which the profile
+    also calls one by one). A ``scaled`` workspace takes a standard deviation per parameter
+    (PGPE, SNES).
     """
 
     def __init__(self, layout, n_noise, antithetic, batch, perturbation="full", rank=1, threads=None, serial=None,
@@ -333,21 +347,23 @@ class PopulationWorkspace:
                        for name in ("centre_zeros", "centre_logits", "centre_loss", "centre_correct")}
         self.last_rows = None  # the rows of the last losses() call, in the order it evaluated them
         self.scaled = bool(scaled)
-        self.flags = np.zeros(10, dtype=np.int64)
-        self.flags[[F_SIGNS, F_LOWRANK, F_RANK, F_BLOCKS, F_GROUPED, F_THREADS, F_SCALED, F_GATHERED]] = (
-            self.n_signs, self.lowrank, self.rank, self.n_blocks, self.grouped, threads or numba.get_num_threads(),
-            self.scaled, plan["gathered_members"],
-        )
-        self.no_sigmas = np.ones(1, dtype=np.float32)  # the first layer's placeholder for a single sigma
-        if self.scaled:
-            members = _member_losses_scaled_serial if self.serial else _member_losses_scaled
-        else:
-            members = _member_losses_serial if self.serial else _member_losses
-        self.kernels = (
-            _first_layer_serial if plan["serial_first_layer"] else _first_layer,
-            members,
-            _reduce_members_serial if self.serial else _reduce_members,
-        )
+        # the kernels' bundles travel as plain tuples (kernels.common): typed fast per call
+        self.plan = Plan(self.geo, self.n_signs, self.lowrank, self.rank, LOSS_MSE, int(self.n_blocks),
+                         bool(self.grouped), int(threads or numba.get_num_threads()), int(plan["gathered_members"]))
+        self.plan_tuple = tuple(self.plan)
+        self.first = tuple(FirstLayer(self.base, self.proj, self.wt_base))
+        self.work = None  # phase 2's buffers for the last batch size (their row_loss is shaped by it)
+        self.member_row_loss = None
+        serial_kernels = 1 if self.serial else 0
+        self.first_kernel = _first_layer_serial if plan["serial_first_layer"] else _first_layer
+        self.reduce_kernel = (_reduce_members, _reduce_members_serial)[serial_kernels]
+        #: phase 2's kernels by how far each task goes: the production one ("loss") and the
+        #: profile's, that stop after the noise response or the logits
+        self.member_kernels = {
+            "loss": (_member_losses, _member_losses_serial)[serial_kernels],
+            "response": (_member_responses, _member_responses_serial)[serial_kernels],
+            "logits": (_member_logits, _member_logits_serial)[serial_kernels],
+        }
 
     def check(self, theta, table, offsets, csr, rows, labels, sigmas=None) -> None:
         """Validate a run's arrays against this workspace (once per run, not per call);
@@ -369,48 +385,59 @@ class PopulationWorkspace:
             raise ValueError(f"{len(rows)} rows, workspace built for at most {self.batch}")
         check_offsets(offsets, self.noise_size, table)
 
-    def losses(self, theta, table, offsets, sigma, csr, rows, labels, loss_code, phases=PHASE_LOSS, timings=None):
+    def losses(self, theta, table, offsets, sigma, csr, rows, labels, loss_code):
         """Mean loss of every member, shape (n,), float64 (a view reused next call).
 
         ``offsets`` must be a generation's offsets from :func:`fastes.strategies.noise.member_offsets`
         for this workspace's noise size (in the table by construction); ``sigma`` a float,
-        or for a scaled workspace the (P,) float32 standard deviations; ``phases`` and
-        ``timings`` (a dict that receives each phase's seconds) serve the profile.
+        or for a scaled workspace the (P,) float32 standard deviations.
         """
-        batch = len(rows)
-        first, members, reduce = self.kernels
-        flags = self.flags
-        flags[F_LOSS] = loss_code
-        flags[F_PHASES] = phases
-        indptr, indices, values = csr
-        tick = _clock() if timings is not None else None
-        sigmas = sigma if self.scaled else self.no_sigmas
-        if self.row_groups:  # the rows in groups of four similar ones, evaluated in that order
+        call = self.arguments(table, offsets, sigma, (csr, rows, labels), loss_code)
+        self.first_layer(theta, call)
+        self.member_losses(call)
+        return self.reduce(call)
+
+    def arguments(self, table, offsets, sigma, data, loss_code) -> PopulationCall:
+        """The bundles of a call on ``data`` (csr, rows, labels); batches of
+        :data:`GROUP_MIN_ROWS` rows or more are first chained into groups of four similar
+        rows (:func:`_row_groups`), evaluated in that order (:attr:`last_rows`)."""
+        (indptr, indices, values), rows, labels = data
+        n_rows = len(rows)
+        if self.row_groups:
             _row_groups(indptr, indices, values, rows, self.bits, self.chain, self.mark, self.ordered, self.groups,
                         self.group_values)
-            rows = self.ordered[:batch]
+            rows = self.ordered[:n_rows]
         self.last_rows = rows
-        first(theta, table, offsets, sigmas, self.geo, flags, indptr, indices, values, rows, self.groups,
-              self.group_values, self.wide, self.base, self.proj, self.wt_base)
-        if tick is not None:
-            tick = _lap(timings, "first_layer", tick)
-        # a C-contiguous (n, rows) view for every batch size: a strided view for the last,
-        # smaller batch would be another type and compile a second kernel inside the clock
-        row_loss = self.row_loss[: self.n_members * batch].reshape(self.n_members, batch)
+        if self.plan.loss != loss_code:
+            self.plan = self.plan._replace(loss=int(loss_code))
+            self.plan_tuple = tuple(self.plan)
+        if self.work is None or self.member_row_loss.shape[1] != n_rows:
+            # a C-contiguous (n, rows) view for every batch size: a strided view for the last,
+            # smaller batch would be another type and compile a second kernel
+            self.member_row_loss = self.row_loss[: self.n_members * n_rows].reshape(self.n_members, n_rows)
+            self.work = tuple(Work(self.wscratch, self.zscratch, self.hscratch, self.lscratch, self.vscratch,
+                                   self.sscratch, self.member_row_loss, self.out_loss))
         if self.scaled:
-            members(table, offsets, sigmas, self.geo, flags, csr, self.groups, self.group_values, rows, labels,
-                    self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch, self.lscratch,
-                    self.vscratch, self.sscratch, row_loss, self.out_loss)
+            noise, sigmas = (table, offsets, np.float32(1.0)), sigma
         else:
-            members(table, offsets, np.float32(sigma), self.geo, flags, csr, self.groups, self.group_values, rows,
-                    labels, self.base, self.proj, self.wt_base, self.wscratch, self.zscratch, self.hscratch,
-                    self.lscratch, self.vscratch, row_loss, self.out_loss)
-        if tick is not None:
-            tick = _lap(timings, "members", tick)
-        if self.n_blocks > 1 and phases >= PHASE_LOSS:
-            reduce(row_loss, batch, self.out_loss)
-            if tick is not None:
-                _lap(timings, "reduction", tick)
+            noise, sigmas = (table, offsets, np.float32(sigma)), None
+        batch = (indptr, indices, values, rows, self.groups, self.group_values, labels)  # Batch's fields
+        return PopulationCall(noise, sigmas, batch, self.plan_tuple, self.work)
+
+    def first_layer(self, theta, call: PopulationCall) -> None:
+        """Phase 1: the centre's first layer on the batch (and the grouped noise projections)."""
+        self.first_kernel(theta, call.noise, call.sigmas, call.batch, call.plan, self.wide, *self.first)
+
+    def member_losses(self, call: PopulationCall, through: str = "loss") -> None:
+        """Phase 2: every member's loss on every row (and its mean where a task holds every
+        row). ``through`` "response" or "logits": the profile's variant that stops each task
+        after that part (the losses are then not computed)."""
+        self.member_kernels[through](call.noise, call.sigmas, call.batch, call.plan, self.first, call.work)
+
+    def reduce(self, call: PopulationCall) -> np.ndarray:
+        """Phase 3 where phase 2 split members' rows into blocks: each member's mean loss."""
+        if self.n_blocks > 1:
+            self.reduce_kernel(self.member_row_loss, len(self.last_rows), self.out_loss)
         return self.out_loss
 
     def centre_metrics(self, labels, loss_code) -> tuple[float, int]:
@@ -429,17 +456,7 @@ class PopulationWorkspace:
                                c["centre_correct"][:n])
 
 
-def _clock() -> float:
-    return time.perf_counter()
-
-
-def _lap(timings: dict, name: str, since: float) -> float:
-    now = _clock()
-    timings[name] = timings.get(name, 0.0) + now - since
-    return now
-
-
-def noise_weighted_sum(table, offsets, weights, size, out=None, chunk=2048) -> np.ndarray:
+def noise_weighted_sum(table, offsets, weights, size, out=None, chunk=NOISE_CHUNK) -> np.ndarray:
     """``sum_k weights[k] * table[offsets[k] : offsets[k] + size]`` in float64.
 
     Parameters
@@ -459,13 +476,12 @@ def noise_weighted_sum(table, offsets, weights, size, out=None, chunk=2048) -> n
     if len(offsets) != len(weights):
         raise ValueError(f"{len(offsets)} offsets but {len(weights)} weights")
     check_offsets(offsets, size, table)
-    if out is None:
-        out = np.empty(size, dtype=np.float64)
-    _noise_weighted_sum(table, offsets, weights, chunk, out)
+    out = _sum_buffer(out, size, "out")
+    _noise_sums(table, offsets, weights, None, chunk, out, None)
     return out
 
 
-def noise_moments(table, offsets, weights, square_weights, size, out=None, out_sq=None, chunk=2048):
+def noise_moments(table, offsets, weights, square_weights, size, out=None, out_sq=None, chunk=NOISE_CHUNK):
     """``sum_k weights[k] u_k`` and ``sum_k square_weights[k] (u_k**2 - 1)`` in float64, with
     ``u_k = table[offsets[k] : offsets[k] + size]``, in one pass over each window.
 
@@ -487,10 +503,19 @@ def noise_moments(table, offsets, weights, square_weights, size, out=None, out_s
     if not len(offsets) == len(weights) == len(square_weights):
         raise ValueError(f"{len(offsets)} offsets but {len(weights)} and {len(square_weights)} weights")
     check_offsets(offsets, size, table)
-    out = np.empty(size, dtype=np.float64) if out is None else out
-    out_sq = np.empty(size, dtype=np.float64) if out_sq is None else out_sq
-    _noise_moments(table, offsets, weights, square_weights, chunk, out, out_sq)
+    out, out_sq = _sum_buffer(out, size, "out"), _sum_buffer(out_sq, size, "out_sq")
+    _noise_sums(table, offsets, weights, square_weights, chunk, out, out_sq)
     return out, out_sq
+
+
+def _sum_buffer(out, size: int, name: str) -> np.ndarray:
+    """``out`` checked to hold a (size,) float64 sum, or a new one."""
+    if out is None:
+        return np.empty(size, dtype=np.float64)
+    _check(name, out, np.float64, 1)
+    if out.shape[0] != size:
+        raise ValueError(f"{name} has {out.shape[0]} values, the sum needs {size}")
+    return out
 
 
 def lowrank_stack_shapes(layout, n_noise: int, rank: int) -> list[tuple[tuple, tuple]]:
@@ -505,9 +530,8 @@ def lowrank_stacks(layout, n_noise: int, rank: int) -> list[tuple[np.ndarray, np
 
 #: Blocks of output rows each BLAS product of :func:`lowrank_weighted_sum` is cut into, on
 #: a pool's threads when one is given: the same blocks (the same sums, bit for bit) for any
-#: thread count. The whole sum of the default preset's generation (784 x 2048 x 128, its
-#: gathers included), two threads: 5.0-5.8 ms by 4 or 2 blocks, 6.0-6.8 by 128-row blocks,
-#: 9.4 by 64-row ones, 8.6-9.4 in one product on one thread.
+#: thread count; fewer, larger blocks were faster than row blocks of 64 or 128, or one
+#: product on one thread.
 GRADIENT_BLOCKS = 4
 
 
@@ -555,7 +579,7 @@ def lowrank_weighted_sum(table, offsets, weights, layout, rank, out=None, stacks
         product = out[w0:b0].reshape(fan_in, fan_out)
         step = -(-fan_in // GRADIENT_BLOCKS)
         blocks += [(left[:, i : i + step].T, right, product[i : i + step]) for i in range(0, fan_in, step)]
-        _noise_weighted_sum(table, offsets + int(e_start[l]), weights, 2048, out[b0 : b0 + fan_out])
+        _noise_sums(table, offsets + int(e_start[l]), weights, None, NOISE_CHUNK, out[b0 : b0 + fan_out], None)
     if pool is None:
         for block in blocks:
             _matmul_into(block)

@@ -100,46 +100,48 @@ class Generation:
 
     def profile(self, repeats: int) -> dict[str, float]:
         """Median seconds of each of :data:`PHASES` over ``repeats`` instrumented generations
-        (Numba backend). The generation's own code, timed call by call."""
-        from ..backends.kernels import PHASE_LAYERS, PHASE_NOISE
-
+        (Numba backend). The generation's own code, timed call by call: the population call
+        as its phase kernels (:class:`fastes.backends.workspace.PopulationWorkspace`), phase 2
+        split by its profile variants that stop after the noise response and after the logits."""
         es, backend = self.trainer.es, self.trainer.backend
         ws, sigma, lr = backend.workspace, self.config.sigma, self.config.lr
+        data = (backend.csr, self.rows, backend.labels)
         samples: dict[str, list[float]] = {p: [] for p in PHASES}
-        prefix: dict[int, list[float]] = {PHASE_NOISE: [], PHASE_LAYERS: []}
-        members: list[float] = []
+        parts: dict[str, list[float]] = {"response": [], "logits": [], "loss": []}
         self()  # warm-up
         for _ in range(repeats):
             t: dict[str, float] = {}
             start = time.perf_counter()
             offsets, scale = es.ask(self.state, sigma)
             t["ask"] = time.perf_counter() - start
-            kernels: dict[str, float] = {}
-            losses = backend.population_losses(self.state.theta, offsets, scale, self.rows, timings=kernels)
             t0 = time.perf_counter()
-            weights = es.weights(losses)
+            call = ws.arguments(backend.table, offsets, scale, data, backend.loss_code)
+            ws.first_layer(self.state.theta, call)
             t1 = time.perf_counter()
-            grad = es.gradient(backend, offsets, weights)
+            ws.member_losses(call)
+            losses = ws.reduce(call)
             t2 = time.perf_counter()
-            stepped = es.step(self.state, grad, lr)
+            weights = es.weights(losses)
             t3 = time.perf_counter()
-            total = t3 - start
-            t.update(shaping=t1 - t0, gradient=t2 - t1, optimizer=t3 - t2, first_layer=kernels["first_layer"])
-            # the member kernel again, stopped after each phase, splits its time (below)
-            for phases in (PHASE_NOISE, PHASE_LAYERS):
-                part: dict[str, float] = {}
-                ws.losses(self.state.theta, backend.table, offsets, scale, backend.csr, self.rows, backend.labels,
-                          backend.loss_code, phases=phases, timings=part)
-                prefix[phases].append(part["members"])
+            grad = es.gradient(backend, offsets, weights)
+            t4 = time.perf_counter()
+            stepped = es.step(self.state, grad, lr)
+            t5 = time.perf_counter()
+            t.update(first_layer=t1 - t0, shaping=t3 - t2, gradient=t4 - t3, optimizer=t5 - t4)
+            parts["loss"].append(t2 - t1)
+            t["overhead"] = max(t5 - start - sum(t.values()) - parts["loss"][-1], 0.0)
+            # phase 2 again, stopped after each part of its tasks, splits its time (below)
+            for through in ("response", "logits"):
+                t6 = time.perf_counter()
+                ws.member_losses(call, through)
+                parts[through].append(time.perf_counter() - t6)
             self.state = stepped
-            members.append(kernels["members"] + kernels.get("reduction", 0.0))
-            t["overhead"] = max(total - sum(t.values()) - members[-1], 0.0)
             for p, v in t.items():
                 samples[p].append(v)
         result = {p: statistics.median(v) for p, v in samples.items() if v}
-        whole = statistics.median(members)
-        noise = min(statistics.median(prefix[PHASE_NOISE]), whole)
-        layers = min(max(statistics.median(prefix[PHASE_LAYERS]) - noise, 0.0), whole - noise)
+        whole = statistics.median(parts["loss"])
+        noise = min(statistics.median(parts["response"]), whole)
+        layers = min(max(statistics.median(parts["logits"]) - noise, 0.0), whole - noise)
         result.update(noise_response=noise, later_layers=layers, loss=whole - noise - layers)
         return {p: result[p] for p in PHASES}
 

@@ -1,12 +1,13 @@
 """Numba kernels: the whole population's forward passes and losses, and the noise sums.
 
 Private ``_``-prefixed kernels do the work over preallocated arrays and allocate nothing;
-:mod:`fastes.backends.workspace` holds the buffers, checks shapes and dtypes once and calls them.
-Every kernel has a NumPy twin in :mod:`fastes.backends.reference` that the tests compare it against.
-This package re-exports them all, from one module per concern: ``common`` (fastmath, codes,
-indices of ``geo`` and ``flags``, block sizes), ``sparse`` (CSR rows and row groups),
-``dense`` (later layers, loss, forward pass), ``population`` (the phase kernels below) and
-``noise_sums`` (the gradient's sums over the noise).
+:mod:`fastes.backends.workspace` holds the buffers, checks shapes and dtypes and calls them:
+every call goes through it. Every kernel has a NumPy twin in :mod:`fastes.backends.reference`
+that the tests compare it against. This package re-exports them all, from one module per
+concern: ``common`` (fastmath, codes, the rows of ``geo``, block sizes, the bundles the
+phase kernels take), ``sparse`` (CSR rows and row groups), ``dense`` (later layers, loss,
+forward pass), ``population`` (the phase kernels below) and ``noise_sums`` (the gradient's
+sums over the noise).
 
 A generation runs in phase kernels, each one call:
 
@@ -25,24 +26,24 @@ A generation runs in phase kernels, each one call:
 
 Per-parameter standard deviations (PGPE, SNES: member ``i`` is ``theta + s_i sigma * u_k``,
 ``sigma`` a vector) take the same path: the grouped first layer gathers ``sigma * u_k``
-instead of ``u_k``, and :func:`_member_losses_scaled` first scales each task's noise window
-into a per-thread buffer (P multiplies, against the task's B x nnz x H1 of the first layer),
-then runs the same task (:func:`_member_task`) on it with signs +-1. The single-sigma kernels
-are compiled without that step.
+instead of ``u_k``, and phase 2 first scales each task's noise window into a per-thread
+buffer (P multiplies, against the task's B x nnz x H1 of the first layer), then runs the
+same task (:func:`_member_task`) on it with signs +-1. Given ``sigmas=None`` the kernels are
+compiled without that step.
 
 Inputs reach the kernels as CSR rows (``indptr``, ``indices``, ``values``) plus the batch's
-row numbers, and as the row groups' pixel unions: MNIST is 81% zeros and the first layer
-holds most of the work. Layer geometry
-travels in one int64 array ``geo`` (see :func:`geometry`), run flags in ``flags``, so a call
-unboxes few arguments.
+row numbers, and as the row groups' pixel unions: MNIST is mostly zeros and the first layer
+holds most of the work. The phase kernels take their arrays in a few bundles
+(:class:`Plan`, :class:`Noise`, :class:`Batch`, :class:`FirstLayer`, :class:`Work`), so a
+call unboxes few arguments.
 
-Speed notes, each measured: inner loops index flat arrays with ``uint64`` offsets (Numba
-adds no negative-index wraparound branch for unsigned indices, so LLVM vectorises them,
-and no array view is created per row, whose reference counting cost more than the
-arithmetic); helpers take a block of rows per call (a call increfs its array arguments);
-later layers compute four rows x four outputs per pass so that every loaded weight and
-activation feeds four FMAs; the loss runs over a block of rows with a polynomial exp/log
-that vectorises (``math.exp`` is a scalar libm call per logit). The unperturbed forward pass
+Speed notes: inner loops index flat arrays with ``uint64`` offsets (Numba adds no
+negative-index wraparound branch for unsigned indices, so LLVM vectorises them, and no
+array view is created per row, whose reference counting cost more than the arithmetic);
+helpers take a block of rows per call (a call increfs its array arguments); later layers
+compute four rows x four outputs per pass so that every loaded weight and activation feeds
+four FMAs; the loss runs over a block of rows with a polynomial exp/log that vectorises
+(``math.exp`` is a scalar libm call per logit). The unperturbed forward pass
 (:func:`_forward_rows`) and the CSR builder run on one thread.
 
 Determinism: every ``prange`` iteration writes only its own rows of the output, and sums
@@ -58,18 +59,12 @@ import numba
 
 from .common import OMP_SPIN_COUNT
 
-# After each parallel region Numba's OpenMP threads spin before they sleep (300,000 rounds
-# by libgomp's default), and while they spin a thread that is not Numba's finds its core
-# taken: the low-rank gradient's two GEMM threads (a BLAS pool) took 7.9 ms right after a
-# kernel, 4.0 ms with no kernel before them, and 4.7 ms after one with this shorter spin,
-# which still covers the gaps between a generation's kernels. libgomp reads it when it
-# loads (below, unless another library loaded it first); a value the user sets wins.
+# Idle kernel threads spin less (OMP_SPIN_COUNT) so that other threads, the low-rank
+# gradient's GEMM ones, get their cores; libgomp reads it when it loads; a user's value wins.
 os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_COUNT))
 
-# Kernels find their per-thread scratch with numba.get_thread_id(), which reads state that
-# Numba's thread pool sets up when it starts. Machine code loaded from the cache does not
-# start it (compiling does), so a process whose first kernel is a cached serial one read
-# garbage and crashed (`fastes evaluate` did): start the pool when the kernels are imported.
+# numba.get_thread_id() (the kernels' per-thread scratch) needs the thread pool started, which
+# loading cached machine code does not do: start it when the kernels are imported.
 numba.get_num_threads()
 
 # Re-exported: the rest of the package (and the tests) use them as fastes.backends.kernels.<name>.
@@ -86,19 +81,6 @@ from .common import (  # noqa: E402  (after the thread pool starts)
     G_LRA,
     G_LRB,
     G_LRE,
-    F_SIGNS,
-    F_LOWRANK,
-    F_RANK,
-    F_LOSS,
-    F_BLOCKS,
-    F_GROUPED,
-    F_PHASES,
-    F_THREADS,
-    F_SCALED,
-    F_GATHERED,
-    PHASE_NOISE,
-    PHASE_LAYERS,
-    PHASE_LOSS,
     GROUPED_MAX_WIDTH,
     GATHER_COLUMNS,
     FORWARD_BLOCK,
@@ -107,6 +89,11 @@ from .common import (  # noqa: E402  (after the thread pool starts)
     GROUP_MIN_ROWS,
     CHAIN_ROWS,
     SERIAL_MAX_MEMBER_ROWS,
+    Batch,
+    FirstLayer,
+    Noise,
+    Plan,
+    Work,
     _compiled,
 )
 from .sparse import (  # noqa: E402
@@ -138,22 +125,29 @@ from .population import (  # noqa: E402
     _first_layer,
     _first_layer_impl,
     _first_layer_serial,
+    _member_logits,
+    _member_logits_serial,
     _member_losses,
     _member_losses_impl,
-    _member_losses_scaled,
-    _member_losses_scaled_impl,
-    _member_losses_scaled_serial,
     _member_losses_serial,
+    _member_responses,
+    _member_responses_serial,
     _member_task,
     _noise_block,
     _reduce_member,
     _reduce_members,
     _reduce_members_impl,
     _reduce_members_serial,
+    _row_labels,
     _scale_window,
+    _task_logits,
+    _task_loss,
+    _task_response,
+    _task_through_logits,
+    _task_through_response,
 )
 from .noise_sums import (  # noqa: E402
     _gather_lowrank,
-    _noise_moments,
-    _noise_weighted_sum,
+    _noise_sums,
+    _offsets_fit,
 )

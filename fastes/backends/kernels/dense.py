@@ -67,9 +67,9 @@ def _dense_rows(wt, t0, fan_in, fan_out, h, n, out, row_step, col_step):
 
     Four rows x four outputs per pass of the inner loop (then four rows x one output): each
     loaded weight feeds four FMAs and each activation four, and the sixteen sums stay in
-    registers. Measured per core: a dot product per output 22 GFMA/s, two rows x four
-    outputs 39, this 46. It is a function of its own, called once per layer and block: in a
-    larger function the sixteen sums spilled to the stack (26 GFMA/s).
+    registers, faster than a dot product per output or two rows x four outputs. It is a
+    function of its own, called once per layer and block: in a larger function the sixteen
+    sums spilled to the stack.
     """
     nn = np.uint64(fan_in)
     bias = np.uint64(t0 + fan_out * fan_in)
@@ -271,12 +271,13 @@ def _perturbed_transposed(wt_base, table, off, s, lowrank, rank, geo, out):
 
 
 @njit(**JIT)
-def _forward_rows(theta, geo, indptr, indices, values, rows, wt_base, bsc, zeros, hsc, lsc, out):
-    """Logits (B, C) of the unperturbed model, ``out`` flat, by blocks of ``zeros.shape[0] //
-    H1`` rows (``wt_base`` from :func:`_transpose_layers`).
+def _forward_rows(theta, geo, csr, rows, wt_base, bsc, zeros, hsc, lsc, out):
+    """Logits (B, C) of the unperturbed model on ``rows`` of ``csr`` (indptr, indices,
+    values), ``out`` flat, by blocks of ``zeros.shape[0] // H1`` rows (``wt_base`` from
+    :func:`_transpose_layers`).
 
     One thread: a batch's metrics are too little work to share out, a test-set evaluation
-    takes milliseconds, and one compiled variant instead of two saves 1.9 s of a first run."""
+    takes milliseconds, and one compiled variant instead of two shortens a first run."""
     width0 = geo[G_DIMS, 1]
     batch = rows.shape[0]
     block = zeros.shape[0] // width0
@@ -287,7 +288,7 @@ def _forward_rows(theta, geo, indptr, indices, values, rows, wt_base, bsc, zeros
         r1 = min(batch, r0 + block)
         bs = bsc[t]
         lt = lsc[t]
-        _sparse_rows(theta, geo[G_W, 0], width0, indptr, indices, values, rows, r0, r1, bs, 0, width0)
+        _sparse_rows(theta, geo[G_W, 0], width0, csr, rows, r0, r1, bs, 0, width0)
         for q in range(r1 - r0):
             at = np.uint64(q * width0)
             for j in range(width0):

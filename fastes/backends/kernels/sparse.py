@@ -11,16 +11,17 @@ from .common import CHAIN_ROWS, JIT
 
 # --------------------------------------------------------------------------- helpers
 #
-# Helpers take a whole block of rows per call: a call that passes arrays increfs and decrefs
-# each of them (atomics on reference counts that both threads share), which per row cost
-# more than the arithmetic and kept two threads from being faster than one.
+# Helpers take a block of rows per call: a call increfs each array it passes (atomics both
+# threads share), which per row would cost more than the arithmetic.
 
 
 @njit(**JIT)
-def _sparse_rows(params, start, width, indptr, indices, values, rows, r0, r1, out, at, stride):
+def _sparse_rows(params, start, width, csr, rows, r0, r1, out, at, stride):
     """``out[at + q*stride : ... + width] = x_{rows[r0+q]} @ W`` for ``q < r1 - r0``, W
-    (d, width) row-major at ``params[start:]``. Four non-zero pixels per pass: a quarter of
-    the loads and stores of the output row, which bound this loop."""
+    (d, width) row-major at ``params[start:]``, x's rows in ``csr`` (indptr, indices, values).
+    Four non-zero pixels per pass: a quarter of the loads and stores of the output row,
+    which bound this loop."""
+    indptr, indices, values = csr
     w = np.uint64(width)
     base = np.uint64(start)
     for q in range(r1 - r0):
@@ -65,10 +66,9 @@ def _row_groups(indptr, indices, values, rows, bits, chain, mark, ordered, group
     The rows are chained nearest-neighbour by the Hamming distance of their pixel sets (ties
     to the lower position), within each window of :data:`CHAIN_ROWS` rows, into ``ordered``
     (B,), the order in which the generation then evaluates them; every four consecutive rows
-    form a group (the last may hold fewer). On
-    MNIST batches a group's union holds ~240 pixels for 4 x ~150 non-zero ones (~310 for
-    four rows in batch order). The order depends on the batch alone, so a population split
-    into any tasks or Ray workers evaluates the same sums.
+    form a group (the last may hold fewer), whose pixel union is smaller than four rows' in
+    batch order. The order depends on the batch alone, so a population split into any tasks
+    or Ray workers evaluates the same sums.
 
     ``groups`` (int64) holds ``[G | starts (G+1) | pixels]``, the union of each group's
     non-zero pixels padded to a multiple of four with value-0 entries, ``G = ceil(B/4)``;
@@ -145,9 +145,7 @@ def _group_rows(params, start, width, groups, group_values, g0, g1, out, at):
 
     Four rows share every loaded row of W: a pass reads four pixels' rows of W once and
     feeds sixteen FMAs per element, where a row at a time (:func:`_sparse_rows`) feeds one
-    FMA per element loaded from L2 (W is 400 KB at 784 x 128). Measured on this machine, one
-    thread, 512 noise vectors x 256 MNIST rows: 111 ms against 154 ms, the padding to the
-    group's union (~37% zeros) included."""
+    FMA per element loaded from L2; faster, the padding to the group's union included."""
     w = np.uint64(width)
     base = np.uint64(start)
     at_pix = groups[0] + 2
@@ -184,8 +182,8 @@ def _group_rows(params, start, width, groups, group_values, g0, g1, out, at):
 @njit(**JIT)
 def _row_nonzeros(x, counts):
     """counts[r] = non-zero entries of row r of x (N, d). Serial, like :func:`_fill_csr`:
-    they run once per split (30 ms for MNIST's training set), and a parallel kernel would
-    add seconds to the first run's compile."""
+    they run once per split, and a parallel kernel would add seconds to the first run's
+    compile."""
     for r in range(x.shape[0]):
         c = 0
         for j in range(x.shape[1]):
