@@ -47,14 +47,3 @@ def test_generation(benchmark, name, backend):
         benchmark(gen)
     assert np.isfinite(gen.state.theta).all()
     assert not np.array_equal(before, gen.state.theta)
-
-
-@pytest.mark.parametrize("name", ["seed", "medium", "lowrank-r1-4096", "pgpe-large"])
-def test_backends_agree_on_bench_configs(name):
-    """The comparison table also drives correctness: both backends, same generation."""
-    fast, slow = Generation(name, "numba"), Generation(name, "numpy")
-    offsets, scale = fast.trainer.es.ask(fast.state, fast.config.sigma)  # pgpe: its standard deviations
-    rows = fast.rows
-    a = fast.trainer.backend.population_losses(fast.state.theta, offsets, scale, rows)
-    b = slow.trainer.backend.population_losses(slow.state.theta, offsets, scale, rows)
-    np.testing.assert_allclose(a, b, rtol=1e-4)

@@ -274,22 +274,3 @@ def test_centre_metrics_equal_a_forward_pass(table, random_case, dims, antitheti
     want = W.ForwardWorkspace(layout, len(rows)).metrics(theta, csr, rows, y, K.LOSS_CODES[loss])
     assert got[1] == want[1]
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
-
-
-def test_kernels_and_their_wrappers_take_few_parameters():
-    """Related arrays travel in a few bundles: no function of the backends takes more than
-    ten parameters (``self`` not counted)."""
-    import ast
-    import pathlib
-
-    import fastes.backends
-
-    wide = []
-    for path in pathlib.Path(fastes.backends.__file__).parent.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef):
-                a = node.args
-                names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs] + [x.arg for x in (a.vararg, a.kwarg) if x]
-                if len([n for n in names if n != "self"]) > 10:
-                    wide.append(f"{path.name}:{node.name}")
-    assert not wide
