@@ -247,3 +247,20 @@ def test_a_relative_data_dir_is_recorded_so_the_run_works_from_anywhere(tmp_path
     code, _, err, _ = run_cli(["evaluate", "here/run/model.npz"])
     assert code == 2 and "--data-dir NEW_DIR" in err, err
     assert run_cli(["train", "--resume", "here/run", "--data-dir", "moved", "--epochs", 2, "--quiet"])[0] == 0
+
+
+def test_overwrite_on_a_full_disk_keeps_the_old_run(tmp_path, data, complete_run, run_cli, folder_state,
+                                                    tree_snapshot, monkeypatch):
+    """--overwrite removes the old run's files only once the new run's first checkpoint is
+    written: when that write fails (a full disk), the old run is as it was."""
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = tree_snapshot(complete_run)
+    monkeypatch.setattr("fastes.io.checkpoints.os.fsync", full)
+    code, _, err, _ = run_cli(["train", *SEED, "--data-dir", data, "--overwrite", "--out", complete_run])
+    monkeypatch.undo()
+    assert code == 2 and "No space left on device" in err, err
+    assert folder_state(complete_run, before) == "untouched"

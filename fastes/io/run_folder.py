@@ -214,23 +214,38 @@ class _Folder:
             self.log = None
 
     def checkpoint(self, state: TrainState) -> None:
-        if not self.claimed:
-            self._claim()
         config = self.trainer.config  # the run's plan (its epochs fitted to the budget, if asked)
-        save_checkpoint(self.out / "checkpoint.npz", state, config.to_dict(), self.layout)
+        if self.claimed:
+            save_checkpoint(self.out / "checkpoint.npz", state, config.to_dict(), self.layout)
+        else:
+            self._claim(lambda: save_checkpoint(self.out / "checkpoint.npz", state, config.to_dict(), self.layout))
         if self.first:  # config.toml after the checkpoint: a folder holding a checkpoint is resumable
             atomic_write_text(self.out / "config.toml", config.to_toml())
             self.first = False
 
-    def _claim(self) -> None:
+    def _claim(self, write_checkpoint) -> None:
+        """Create the folder and write the first checkpoint; with ``--overwrite``, remove the
+        old run's own files only once that checkpoint is written. Its summary.json is set
+        aside meanwhile (so it never looks complete beside a new checkpoint) and put back if
+        the write fails (a full disk), so nothing of the old run is lost before then."""
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunFolderError(f"cannot create results folder {self.out}: {exc.strerror or exc}; choose another --out") from None
-        if self.overwrite:  # only the run's own files; summary.json first, so a partly removed run never looks complete
-            ours = sorted(_entries(self.out)[0], key=lambda entry: entry.name != "summary.json")
-            for entry in ours:
+        old = _entries(self.out)[0] if self.overwrite else []
+        summary, aside = self.out / "summary.json", self.out / f".summary.json.{os.getpid()}.tmp"
+        if self.overwrite and summary.is_file():
+            os.replace(summary, aside)
+        try:
+            write_checkpoint()
+        except BaseException:
+            if aside.exists():
+                os.replace(aside, summary)
+            raise
+        for entry in old:
+            if entry.name != "checkpoint.npz":
                 entry.unlink(missing_ok=True)
+        aside.unlink(missing_ok=True)
         self.claimed = True
 
     def where(self) -> str:
