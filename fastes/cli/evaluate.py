@@ -49,13 +49,7 @@ def _evaluate(model_path, layout, theta, config, dataset, data_dir) -> dict:
     name = dataset or config.get("dataset", "mnist")
     recorded = data_dir is None and dataset is None and config.get("data_dir") is not None
     data_dir = data_dir if data_dir is not None else (config.get("data_dir") if dataset is None else None)
-    try:
-        ds = load_dataset(name, data_dir)
-    except DatasetError as exc:
-        if recorded and not Path(data_dir).is_dir():
-            raise DatasetError(f"{exc}; the model recorded that folder: if its files moved, point to them with "
-                               "--data-dir NEW_DIR") from None
-        raise
+    ds = load_dataset(name, data_dir, if_moved="point to them with --data-dir NEW_DIR" if recorded else None)
     if ds.n_features != layout.dims[0] or ds.n_classes > layout.dims[-1]:
         raise ModelFileError(
             f"model {model_path} takes {layout.dims[0]} inputs and {layout.dims[-1]} classes, "

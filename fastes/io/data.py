@@ -223,7 +223,7 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
         raise DatasetError(f"{source}: truncated header ({len(raw)} bytes, need {header})")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = _IDX_DTYPES[code]
-    expected = header + math.prod(dims) * dtype.itemsize
+    expected = _idx_size(raw)
     if len(raw) > expected:
         raise DatasetError(f"{source}: holds more than the {expected} bytes its header declares ({dims}); "
                            "the file is corrupt or not an MNIST-format file")
@@ -427,13 +427,17 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
 _CACHE: dict[str, Dataset] = {}
 
 
-def load_dataset(name: str = "mnist", data_dir: str | Path | None = None) -> Dataset:
+def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, if_moved: str | None = None) -> Dataset:
     """Load a dataset by name, or the IDX files of ``data_dir`` when given.
 
     The bundled MNIST is verified against its SHA-256 sums on load. Bundled datasets are
     cached per process (they cannot change); a ``data_dir`` is read afresh each call.
+    ``if_moved``: for a ``data_dir`` a run or model recorded, what to do when it is gone.
     """
     if data_dir is not None:
+        if if_moved is not None and not Path(data_dir).is_dir():
+            raise DatasetError(f"data folder {data_dir} does not exist or is not a folder; it was recorded with the "
+                               f"run: if its files moved, {if_moved}")
         return load_idx_folder(data_dir)
     if name in _CACHE:
         return _CACHE[name]

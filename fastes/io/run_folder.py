@@ -31,7 +31,7 @@ import numpy as np
 from . import report
 from ..config import RESUME_OPTIONS, Config, check_used, load_toml
 from .data import load_dataset
-from ..errors import ConfigError, DatasetError, DivergenceError, Interrupted, ModelFileError, RunFolderError
+from ..errors import ConfigError, DivergenceError, Interrupted, ModelFileError, RunFolderError
 from ..memory import check_fits, peak_rss_mb
 from .checkpoints import atomic_write_text, load_checkpoint, save_checkpoint, save_model
 from ..state import ACCURACY_LEVELS, TrainState
@@ -61,12 +61,18 @@ def _entries(out: Path) -> tuple[list[Path], list[str]]:
     return [e for e in entries if _is_run_file(e)], [e.name for e in entries if not _is_run_file(e)]
 
 
+def _folder_config(path: Path) -> Config:
+    """The configuration a run's config.toml holds (it lists every option; raises ConfigError
+    or TypeError when it is no run's)."""
+    values = load_toml(path)
+    values.pop("preset", None)
+    return Config(**values)
+
+
 def _holds_a_run(out: Path) -> bool:
     """Whether ``out`` is recognisably a fastes run: its config.toml or its checkpoint reads as one."""
     try:
-        values = load_toml(out / "config.toml")
-        values.pop("preset", None)
-        Config(**values)
+        _folder_config(out / "config.toml")
         return True
     except (ConfigError, TypeError):
         pass
@@ -161,9 +167,7 @@ def _check_same_run(out: Path, config: Config) -> None:
     if not path.exists():
         return  # stopped between writing its first checkpoint and config.toml
     try:
-        values = load_toml(path)
-        values.pop("preset", None)
-        folder = Config(**values).to_dict()
+        folder = _folder_config(path).to_dict()
     except (ConfigError, TypeError) as exc:
         raise RunFolderError(f"cannot resume: {path} is not a valid run configuration ({exc}); restore it") from None
     ours = config.to_dict()
@@ -215,10 +219,11 @@ class _Folder:
 
     def checkpoint(self, state: TrainState) -> None:
         config = self.trainer.config  # the run's plan (its epochs fitted to the budget, if asked)
+        write = lambda: save_checkpoint(self.out / "checkpoint.npz", state, config.to_dict(), self.layout)  # noqa: E731
         if self.claimed:
-            save_checkpoint(self.out / "checkpoint.npz", state, config.to_dict(), self.layout)
+            write()
         else:
-            self._claim(lambda: save_checkpoint(self.out / "checkpoint.npz", state, config.to_dict(), self.layout))
+            self._claim(write)
         if self.first:  # config.toml after the checkpoint: a folder holding a checkpoint is resumable
             atomic_write_text(self.out / "config.toml", config.to_toml())
             self.first = False
@@ -312,13 +317,8 @@ def train_to_folder(config: Config | None, out: Path, resume: bool = False, over
     state = None
     if resume:
         config, state = resume_run(out, resume_changes)
-    try:
-        dataset = load_dataset(config.dataset, config.data_dir)
-    except DatasetError as exc:
-        if resume and config.data_dir is not None and not Path(config.data_dir).is_dir():
-            raise DatasetError(f"{exc}; the run recorded that folder: if its files moved, point to them with "
-                               f"fastes train --resume {out} --data-dir NEW_DIR") from None
-        raise
+    moved = f"point to them with fastes train --resume {out} --data-dir NEW_DIR" if resume else None
+    dataset = load_dataset(config.dataset, config.data_dir, if_moved=moved)
     check_fits(config, dataset)
     # the ray backend's workers load the data themselves, by name, unless it is handed over
     trainer = Trainer(config, dataset=None if config.backend == "ray" else dataset, progress=progress)
