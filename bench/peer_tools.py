@@ -23,6 +23,7 @@ runners: this module imports with NumPy and fastes alone.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from importlib.metadata import version
@@ -42,13 +43,22 @@ CONFIGS: dict[str, dict] = {
     # An ES as the literature runs it today, with full-rank noise (the peers have no low-rank).
     "modern": dict(hidden=(64,), init="he", population=256, antithetic=True, shaping="centered-rank",
                    loss="cross-entropy", optimizer="adam", lr=0.005, sigma=0.02, batch_size=256, shuffle=True),
+    # The binary preset's network (sign neurons), for backpropagation through them with the
+    # straight-through estimator ("ste"); fastes trains it with `fastes train --preset binary`
+    # (bench/binary.py sets the two side by side).
+    "binary": {**PRESETS["default"], **PRESETS["binary"]},
 }
+#: The configs and tools bench/peers.py runs by default: the ES tools on the ES configs.
+ES_CONFIGS = ("seed", "modern")
 
 #: Backpropagation for scale: scikit-learn's MLPClassifier on the config's network.
 BACKPROP = dict(batch_size=256, shuffle=True, lr=0.001)
 
-#: Tools in the order they run; "sklearn" is backpropagation, not ES.
-TOOLS = ("numpy", "fastes", "evosax", "evotorch", "sklearn")
+#: Tools in the order they run; "sklearn" and "ste" are backpropagation, not ES.
+TOOLS = ("numpy", "fastes", "evosax", "evotorch", "sklearn", "ste")
+BACKPROP_TOOLS = ("sklearn", "ste")
+#: What bench/peers.py runs unless told: every tool but the binary network's.
+ES_TOOLS = ("numpy", "fastes", "evosax", "evotorch", "sklearn")
 
 
 def config_for(name: str) -> Config:
@@ -354,6 +364,82 @@ class SklearnRunner:
         return np.concatenate(parts).astype(np.float32)
 
 
+class SteRunner:
+    """Binary neurons trained the usual way, for comparison with ES: backpropagation with the
+    straight-through estimator (Bengio et al. 2013; Hubara et al. 2016's BinaryNet form). In
+    PyTorch, on the config's network from fastes' initial parameters: the forward pass uses the
+    config's binary activation (sign: -1 or +1; step: 0 or 1), the backward pass the gradient
+    of hardtanh (passed where ``|x| <= 1``, else 0); softmax cross-entropy, Adam lr 0.001,
+    batches of 256 (:data:`BACKPROP`), weights kept real-valued. A chunk of k batches is k
+    Adam steps."""
+
+    def __init__(self, config: Config, dataset: Dataset, theta0: np.ndarray, threads: int):
+        import torch
+
+        from fastes.layout import BINARY_ACTIVATIONS
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(config.seed)
+        self.torch = torch
+        self.layout = ParamLayout.for_mlp(dataset.n_features, config.hidden, dataset.n_classes, config.activation)
+        low = BINARY_ACTIVATIONS[config.activation][0]
+
+        class Binary(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return torch.where(x >= 0, 1.0, low)
+
+            @staticmethod
+            def backward(ctx, grad):
+                (x,) = ctx.saved_tensors
+                return grad * (x.abs() <= 1).to(grad.dtype)
+
+        self.binary = Binary.apply
+        self.params = [torch.tensor(a, requires_grad=True) for pair in self.layout.unpack(theta0.copy()) for a in pair]
+        self.optimizer = torch.optim.Adam(self.params, lr=BACKPROP["lr"])
+        self.x = torch.from_numpy(dataset.dense("train"))
+        self.y = torch.from_numpy(dataset.y_train.astype(np.int64))
+        self.implementation = (
+            f"PyTorch {torch.__version__} (backpropagation), {config.activation} neurons forward, straight-through "
+            f"estimator (hardtanh's gradient) backward, hidden {','.join(map(str, config.hidden))}, adam lr "
+            f"{BACKPROP['lr']}, batch {BACKPROP['batch_size']}, cross-entropy"
+        )
+
+    def _logits(self, x):
+        h = x
+        for k in range(0, len(self.params) - 2, 2):
+            h = self.binary(h @ self.params[k] + self.params[k + 1])
+        return h @ self.params[-2] + self.params[-1]
+
+    def _step(self, rows: np.ndarray) -> None:
+        index = self.torch.from_numpy(rows)
+        loss = self.torch.nn.functional.cross_entropy(self._logits(self.x[index]), self.y[index])
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+    def warm_up(self, rows: np.ndarray) -> float:
+        started = time.perf_counter()
+        saved = [p.detach().clone() for p in self.params]
+        state = copy.deepcopy(self.optimizer.state_dict())
+        for r in rows:
+            self._step(r)
+        with self.torch.no_grad():  # back to where the run starts
+            for p, value in zip(self.params, saved):
+                p.copy_(value)
+        self.optimizer = self.torch.optim.Adam(self.params, lr=BACKPROP["lr"])
+        self.optimizer.load_state_dict(state)
+        return time.perf_counter() - started
+
+    def run(self, rows: np.ndarray) -> None:
+        for r in rows:
+            self._step(r)
+
+    def theta(self) -> np.ndarray:
+        return np.concatenate([p.detach().numpy().ravel() for p in self.params]).astype(np.float32)
+
+
 def make_runner(tool: str, config: Config, dataset: Dataset, threads: int):
     """The runner of ``tool`` (one of :data:`TOOLS`) on ``config``."""
     if tool in ("numpy", "fastes"):
@@ -364,12 +450,14 @@ def make_runner(tool: str, config: Config, dataset: Dataset, threads: int):
         return EvoTorchRunner(config, dataset, initial_theta(config, dataset), threads)
     if tool == "sklearn":
         return SklearnRunner(config, dataset)
+    if tool == "ste":
+        return SteRunner(config, dataset, initial_theta(config, dataset), threads)
     raise ValueError(f"unknown tool {tool!r}; choose from {', '.join(TOOLS)}")
 
 
 def stream_for(tool: str, config: Config, n_train: int) -> BatchStream:
-    """The batches ``tool`` trains on: the config's, or backpropagation's for sklearn."""
-    if tool == "sklearn":
+    """The batches ``tool`` trains on: the config's, or backpropagation's."""
+    if tool in BACKPROP_TOOLS:
         return BatchStream(config.seed, n_train, BACKPROP["batch_size"], BACKPROP["shuffle"])
     return BatchStream(config.seed, n_train, config.batch_size, config.shuffle)
 
@@ -411,7 +499,7 @@ def score_test(theta: np.ndarray, config: Config, dataset: Dataset, chunk: int =
     reference forward pass: the one evaluator of every tool."""
     from fastes.backends.reference import forward_logits
 
-    layout = ParamLayout.for_mlp(dataset.n_features, config.hidden, dataset.n_classes)
+    layout = ParamLayout.for_mlp(dataset.n_features, config.hidden, dataset.n_classes, config.activation)
     correct = 0
     for start in range(0, len(dataset.y_test), chunk):
         rows = np.arange(start, min(start + chunk, len(dataset.y_test)))

@@ -56,6 +56,7 @@ LABELS = {
     "evosax": "evosax (JAX)",
     "evotorch": "EvoTorch (PyTorch)",
     "sklearn": "backprop: scikit-learn MLPClassifier",
+    "ste": "backprop through binary neurons: PyTorch, straight-through estimator",
 }
 
 
@@ -279,7 +280,7 @@ def table_row(run: dict, times: list[float], fastes_ms: float | None) -> str:
     if "error" in run:
         return f"| {label} | failed: {run['error']} |" + " |" * (len(times) + 4)
     # a backpropagation step is no generation: no ratio for it
-    ratio = _fmt_ratio(run["ms_per_generation"] / fastes_ms) if fastes_ms and run["tool"] != "sklearn" else "n/a"
+    ratio = _fmt_ratio(run["ms_per_generation"] / fastes_ms) if fastes_ms and run["tool"] not in tools.BACKPROP_TOOLS else "n/a"
     accs = [_fmt_acc(accuracy_at(run["evaluations"], t)) for t in times]
     cells = [label, f"{run['ms_per_generation']:.3f}", ratio, str(run["generations"]), *accs,
              f"{run['warm_up_seconds']:.1f}", f"{run['peak_rss_mb']:.0f}"]
@@ -306,7 +307,7 @@ def plot(result: dict, path: Path) -> None:
         by_time, by_gen = fig.add_subplot(len(names), 2, 2 * i + 1), fig.add_subplot(len(names), 2, 2 * i + 2)
         for run in (r for r in result["runs"] if r["config"] == name and "error" not in r):
             rows = run["evaluations"]
-            style = dict(marker=".", label=LABELS[run["tool"]], linestyle="--" if run["tool"] == "sklearn" else "-")
+            style = dict(marker=".", label=LABELS[run["tool"]], linestyle="--" if run["tool"] in tools.BACKPROP_TOOLS else "-")
             by_time.plot([r["seconds"] for r in rows], [r["test_accuracy"] for r in rows], **style)
             by_gen.plot([r["generation"] for r in rows], [r["test_accuracy"] for r in rows], **style)
         by_time.set(xscale="log", xlabel="training seconds (log scale)", ylabel="test accuracy",
@@ -337,8 +338,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=300.0, help="training budget of each run (default 300)")
     p.add_argument("--eval-every", type=float, default=20.0, help="seconds between snapshots after 16 s (default 20)")
-    p.add_argument("--configs", default=",".join(tools.CONFIGS), help=f"comma-separated, of {', '.join(tools.CONFIGS)}")
-    p.add_argument("--tools", default=",".join(tools.TOOLS), help=f"comma-separated, of {', '.join(tools.TOOLS)}")
+    p.add_argument("--configs", default=",".join(tools.ES_CONFIGS), help=f"comma-separated, of {', '.join(tools.CONFIGS)} "
+                   f"(default {','.join(tools.ES_CONFIGS)})")
+    p.add_argument("--tools", default=",".join(tools.ES_TOOLS), help=f"comma-separated, of {', '.join(tools.TOOLS)} "
+                   f"(default {','.join(tools.ES_TOOLS)})")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of peers.json, .md and .png")
     p.add_argument("--worker", choices=tools.TOOLS, help=argparse.SUPPRESS)  # one run, in this process
     p.add_argument("--json", type=Path, help=argparse.SUPPRESS)  # where the worker writes it

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .layout import ACTIVATIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -138,6 +139,8 @@ class Config:
                                   resume=True)
     # model
     hidden: tuple[int, ...] = option((128,), "hidden layer sizes (empty: a linear model)", "hidden", metavar="16,16")
+    activation: str = option("relu", "hidden layers' activation: ReLU, tanh, or binary neurons with no useful "
+                             "gradient, sign (-1 or +1) and step (0 or 1)", "choice", choices=ACTIVATIONS)
     init: str = option("he", "initial weights: N(0, init_std), He or Glorot; biases start at zero", "choice",
                        choices=("normal", "he", "glorot"))
     init_std: float = option(0.1, "standard deviation of the normal initial weights", "float", float32=True,
@@ -159,8 +162,9 @@ class Config:
                                choices=("full", "lowrank"))
     rank: int = option(1, "rank of low-rank perturbations", "int", metavar="R",
                        used_when=("perturbation", ("lowrank",)))
-    loss: str = option("cross-entropy", "MSE against one-hot labels summed over outputs, or softmax cross-entropy", "choice",
-                       choices=("mse", "cross-entropy"))
+    loss: str = option("cross-entropy", "MSE against one-hot labels summed over outputs, softmax cross-entropy, or "
+                       "zero-one: the error rate itself (a member scores the fraction of the batch it misclassifies)",
+                       "choice", choices=("mse", "cross-entropy", "zero-one"))
     # optimizer
     optimizer: str = option("adam", "how to step along the gradient estimate; ClipUp (Toklu et al. 2020): momentum on "
                             "the normalised gradient, each step at most --max-speed long", "choice",
@@ -231,6 +235,9 @@ class Config:
                 f"antithetic sampling needs an even population, got {self.population}; "
                 "use an even --population or drop --antithetic"
             )
+        if self.activation != "relu" and not self.hidden:
+            raise ConfigError(f"activation {self.activation} acts on hidden layers, and this network has none; "
+                              "give --hidden sizes, or drop --activation")
         if self.population < 2:
             raise ConfigError(f"population must be at least 2 to estimate a gradient, got {self.population}")
         if self.fit_budget and self.max_seconds is None:
@@ -437,6 +444,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # SNES's natural-gradient update (SGD on sigma * sum_m w_m u_m) with NES's utilities and its own
     # sigma learning rate (sigma_lr left unset)
     "snes": dict(**_LEARNED_SIGMA_MNIST, strategy="snes", shaping="nes", optimizer="sgd", lr=2.0),
+    # binary neurons (sign: -1 or +1), which backpropagation cannot train without a surrogate
+    # gradient: the default run's ES, low-rank noise and budget on them
+    "binary": dict(activation="sign"),
     # seconds on scikit-learn's 8x8 digits
     "quick": dict(dataset="digits", hidden=(32,), population=128, sigma=0.02, perturbation="full", lr=0.03,
                   lr_schedule="constant", batch_size=64, epochs=10, max_seconds=None, fit_budget=False),

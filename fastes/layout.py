@@ -9,6 +9,9 @@ Low-rank noise (``rank = r``) has its own, shorter layout per layer: ``A (r, fan
 ``B (r, fan_out)`` (each factor's rank components contiguous, so the kernels read them as
 long vectors) and a full bias noise ``(fan_out,)``; the weight perturbation is
 ``A.T @ B / sqrt(r)``.
+
+The layout also names the hidden layers' activation: the one fact about the network, beside
+its widths, that every forward pass (kernels, reference, model files) must agree on.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ import numpy as np
 
 from .errors import ModelFileError
 
+#: Hidden activations (``--activation``): ReLU, tanh, and two with no useful gradient,
+#: sign (-1 or +1) and step (0 or 1), both taking 0 to the upper value.
+ACTIVATIONS = ("relu", "tanh", "sign", "step")
+#: Activations whose every output is one of two values: a binary network.
+BINARY_ACTIVATIONS = {"sign": (-1.0, 1.0), "step": (0.0, 1.0)}
+
 
 @dataclass(frozen=True)
 class ParamLayout:
@@ -30,17 +39,23 @@ class ParamLayout:
     ----------
     dims : tuple of int
         Layer widths, input first: ``(784, 16, 16, 10)``.
+    activation : str
+        Every hidden layer's activation, one of :data:`ACTIVATIONS`; the output layer has none.
     """
 
     dims: tuple[int, ...]
+    activation: str = "relu"
 
     def __post_init__(self) -> None:
         if len(self.dims) < 2 or any(int(d) < 1 for d in self.dims):
             raise ValueError(f"layer widths must be >= 2 positive integers, got {self.dims}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
 
     @classmethod
-    def for_mlp(cls, n_features: int, hidden: tuple[int, ...], n_outputs: int) -> "ParamLayout":
-        return cls((int(n_features), *map(int, hidden), int(n_outputs)))
+    def for_mlp(cls, n_features: int, hidden: tuple[int, ...], n_outputs: int,
+                activation: str = "relu") -> "ParamLayout":
+        return cls((int(n_features), *map(int, hidden), int(n_outputs)), activation)
 
     @property
     def n_layers(self) -> int:
@@ -140,8 +155,9 @@ class ParamLayout:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays, source: str = "model") -> tuple["ParamLayout", np.ndarray]:
-        """Layout and theta from ``W0, b0, W1, b1, ...``; checks that the shapes chain."""
+    def from_arrays(cls, arrays, source: str = "model", activation: str = "relu") -> tuple["ParamLayout", np.ndarray]:
+        """Layout and theta from ``W0, b0, W1, b1, ...`` (hidden layers' ``activation``, which
+        a model file records in its config); checks that the shapes chain."""
         layers = []
         k = 0
         while f"W{k}" in arrays:
@@ -178,5 +194,5 @@ class ParamLayout:
                 if max(np.abs(w).max(initial=0.0), np.abs(b).max(initial=0.0)) > float(np.finfo(np.float32).max):
                     raise ModelFileError(f"{source}: layer {k} has weights beyond float32's range, which the model "
                                          "computes in; the file is damaged or not a fastes model")
-        layout = cls(dims)
+        layout = cls(dims, activation)
         return layout, layout.pack(layers)

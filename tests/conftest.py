@@ -16,10 +16,10 @@ def random_case():
     return _random_case
 
 
-def _random_case(dims, n_rows=40, density=0.3, seed=0):
+def _random_case(dims, n_rows=40, density=0.3, seed=0, activation="relu"):
     """A random model, sparse float32 inputs in CSR and dense form, and labels."""
     rng = np.random.default_rng(seed)
-    layout = ParamLayout(dims)
+    layout = ParamLayout(dims, activation)
     theta = layout.init("normal", 0.3, rng)
     x = (rng.random((n_rows, dims[0])) * (rng.random((n_rows, dims[0])) < density)).astype(np.float32)
     m = sp.csr_matrix(x)

@@ -18,20 +18,27 @@ from fastes.layout import ParamLayout
 from fastes.strategies.noise import member_offsets
 
 SHAPES = [
-    # dims, antithetic, perturbation, rank, loss
-    ((50, 16, 16, 10), False, "full", 1, "mse"),
-    ((50, 16, 16, 10), True, "full", 1, "cross-entropy"),
-    ((50, 8, 10), True, "lowrank", 3, "cross-entropy"),
-    ((50, 10), False, "full", 1, "cross-entropy"),
-    ((50, 12, 7, 5), False, "lowrank", 2, "mse"),
-    ((50, 33, 4), True, "lowrank", 1, "mse"),
-    ((50, 64, 10), True, "full", 1, "cross-entropy"),  # too wide to group: per-task first layer
+    # dims, antithetic, perturbation, rank, loss, activation
+    ((50, 16, 16, 10), False, "full", 1, "mse", "relu"),
+    ((50, 16, 16, 10), True, "full", 1, "cross-entropy", "relu"),
+    ((50, 8, 10), True, "lowrank", 3, "cross-entropy", "relu"),
+    ((50, 10), False, "full", 1, "cross-entropy", "relu"),
+    ((50, 12, 7, 5), False, "lowrank", 2, "mse", "relu"),
+    ((50, 33, 4), True, "lowrank", 1, "mse", "relu"),
+    ((50, 64, 10), True, "full", 1, "cross-entropy", "relu"),  # too wide to group: per-task first layer
+    # the other activations and the zero-one loss on each path
+    ((50, 16, 16, 10), True, "full", 1, "zero-one", "sign"),
+    ((50, 12, 7, 5), False, "lowrank", 2, "cross-entropy", "step"),
+    ((50, 8, 10), True, "lowrank", 1, "zero-one", "tanh"),
+    ((50, 64, 10), True, "full", 1, "mse", "sign"),
+    ((50, 33, 4), True, "lowrank", 1, "zero-one", "step"),
+    ((50, 10), True, "full", 1, "zero-one", "relu"),
 ]
 
 
 def _bench_case(name: str) -> tuple:
     c = bench_config(name, "numba")
-    return (50, *c.hidden, 10), c.antithetic, c.perturbation, c.rank, c.loss
+    return (50, *c.hidden, 10), c.antithetic, c.perturbation, c.rank, c.loss, c.activation
 
 
 NAMED = [(f"shape{i}", case) for i, case in enumerate(SHAPES)] + [(f"bench-{name}", _bench_case(name)) for name in CONFIGS]
@@ -47,10 +54,10 @@ ROW_SETS = [pytest.param(np.arange(3, 40), id="rows"), pytest.param(np.arange(5,
 
 @pytest.mark.parametrize("rows", ROW_SETS)
 @pytest.mark.parametrize("serial", [True, False], ids=["serial", "threaded"])
-@pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss", CASES)
-def test_population_losses_match_reference(table, random_case, dims, antithetic, perturbation, rank, loss, serial,
-                                           rows):
-    layout, theta, x, csr, y = random_case(dims, n_rows=140)
+@pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss, activation", CASES)
+def test_population_losses_match_reference(table, random_case, dims, antithetic, perturbation, rank, loss, activation,
+                                           serial, rows):
+    layout, theta, x, csr, y = random_case(dims, n_rows=140, activation=activation)
     rows = rows.astype(np.int64)
     offsets = member_offsets(1, 2, 6, layout.noise_size(perturbation, rank))
     got = W.population_losses(theta, (table, offsets), 0.05, layout, (csr, rows, y), loss, antithetic, perturbation, rank,
@@ -63,12 +70,12 @@ def test_population_losses_match_reference(table, random_case, dims, antithetic,
 
 @pytest.mark.parametrize("rows", ROW_SETS)
 @pytest.mark.parametrize("serial", [True, False], ids=["serial", "threaded"])
-@pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss", FULL_RANK)
-def test_per_parameter_sigma_matches_reference(table, random_case, dims, antithetic, perturbation, rank, loss, serial,
-                                               rows):
+@pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss, activation", FULL_RANK)
+def test_per_parameter_sigma_matches_reference(table, random_case, dims, antithetic, perturbation, rank, loss, activation,
+                                               serial, rows):
     """PGPE's and SNES's members, ``theta + s * sigma * u`` with ``sigma`` (P,): the kernels scale
     the noise windows, the reference forms every member's parameters."""
-    layout, theta, x, csr, y = random_case(dims, n_rows=140)
+    layout, theta, x, csr, y = random_case(dims, n_rows=140, activation=activation)
     rows = rows.astype(np.int64)
     offsets = member_offsets(1, 2, 6, layout.size)
     sigmas = np.random.default_rng(2).uniform(0.01, 0.1, layout.size).astype(np.float32)
@@ -92,9 +99,10 @@ def test_noise_moments_match_reference(table):
     np.testing.assert_array_equal(got[0], W.noise_weighted_sum(table, offsets, weights, 5000, chunk=700))
 
 
-@pytest.mark.parametrize("dims", [(50, 16, 16, 10), (50, 10), (50, 3, 9)])
-def test_forward_logits_match_reference(random_case, dims):
-    layout, theta, x, csr, y = random_case(dims)
+@pytest.mark.parametrize("dims, activation", [((50, 16, 16, 10), "relu"), ((50, 10), "relu"), ((50, 3, 9), "relu"),
+                                               ((50, 16, 16, 10), "sign"), ((50, 12, 9), "step"), ((50, 5, 9), "tanh")])
+def test_forward_logits_match_reference(random_case, dims, activation):
+    layout, theta, x, csr, y = random_case(dims, activation=activation)
     rows = np.array([5, 0, 39, 7], dtype=np.int64)
     np.testing.assert_allclose(W.forward_logits(theta, layout, csr, rows), R.forward_logits(theta, layout, x[rows]), rtol=1e-5, atol=1e-6)
 
@@ -260,12 +268,13 @@ def test_cached_kernels_run_in_a_fresh_process():
 
 
 @pytest.mark.parametrize("rows", ROW_SETS)
-@pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss", CASES)
-def test_centre_metrics_equal_a_forward_pass(table, random_case, dims, antithetic, perturbation, rank, loss, rows):
+@pytest.mark.parametrize("dims, antithetic, perturbation, rank, loss, activation", CASES)
+def test_centre_metrics_equal_a_forward_pass(table, random_case, dims, antithetic, perturbation, rank, loss, activation,
+                                             rows):
     """The model's own batch metrics read off a population call's first layer equal a
     forward pass's (the rows in the call's order: the same correct count, the loss summed in
     another order)."""
-    layout, theta, x, csr, y = random_case(dims, n_rows=140)
+    layout, theta, x, csr, y = random_case(dims, n_rows=140, activation=activation)
     rows = rows.astype(np.int64)
     offsets = member_offsets(1, 2, 6, layout.noise_size(perturbation, rank))
     ws = W.PopulationWorkspace(layout, 6, antithetic, len(rows), perturbation, rank)

@@ -27,6 +27,27 @@ def test_centered_rank():
     assert r.min() == -0.5 and r.max() == 0.5 and abs(r.sum()) < 1e-12
 
 
+@pytest.mark.parametrize("shape", [zscore, centered_rank, nes_utilities], ids=lambda f: f.__name__)
+def test_tied_scores_get_equal_advantages(shape):
+    """The zero-one loss scores members by a count of errors: equal scores, equal weights,
+    whatever the members' order; an antithetic pair that ties moves nothing."""
+    losses = np.array([0.25, 0.5, 0.25, 0.125, 0.5, 0.25, 0.75, 0.125])
+    adv = shape(losses)
+    for value in np.unique(losses):
+        tied = adv[losses == value]
+        np.testing.assert_array_equal(tied, tied[0])
+    by_loss = adv[np.argsort(losses, kind="stable")]
+    assert np.all(np.diff(by_loss) >= 0) and by_loss[0] < by_loss[-1]  # a lower loss still ranks better
+    assert abs(adv.sum()) < 1e-12
+    reordered = np.array([3, 0, 7, 1, 2, 6, 5, 4])
+    np.testing.assert_allclose(shape(losses[reordered]), adv[reordered], rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(noise_weights(shape(np.array([0.5, 0.5, 0.25, 0.75])), True)[0], 0.0)
+
+
+def test_centered_rank_ties_share_the_mean_rank():
+    np.testing.assert_allclose(centered_rank(np.array([1.0, 0.0, 1.0, 2.0])), [0.0, -0.5, 0.0, 0.5])
+
+
 def test_antithetic_weights():
     np.testing.assert_allclose(noise_weights(np.array([1.0, -1.0, 0.5, 0.25]), True), [2.0, 0.25])
 

@@ -20,11 +20,41 @@ MEMBER_CHUNK = 32
 
 
 def relu(x: np.ndarray) -> np.ndarray:
+    """``max(x, 0)`` elementwise in ``x``'s dtype, NaN passed on."""
     return np.maximum(x, 0.0, dtype=x.dtype)
 
 
+def _binary(low: float):
+    """The activation ``1 if x >= 0 else low``, NaN passed on (as the kernels do)."""
+    def activation(x: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(x), x, np.where(x >= 0, 1.0, low).astype(x.dtype))
+    return activation
+
+
+#: The hidden activations by ``--activation`` name.
+ACTIVATION_FUNCTIONS = {"relu": relu, "tanh": np.tanh, "sign": _binary(-1.0), "step": _binary(0.0)}
+
+
+def hidden_layers(theta: np.ndarray, layout: ParamLayout, x: np.ndarray) -> list[np.ndarray]:
+    """Every hidden layer's activations, after the activation function: a list of arrays
+    of shape (B, H_k), float32 (for a binary network, each value one of two).
+
+    Parameters
+    ----------
+    theta : ndarray of shape (P,), float32
+    x : ndarray of shape (B, d), float32
+    """
+    activate = ACTIVATION_FUNCTIONS[layout.activation]
+    h, out = x, []
+    for w, b in layout.unpack(theta)[:-1]:
+        h = activate(h @ w + b)
+        out.append(h)
+    return out
+
+
 def forward_logits(theta: np.ndarray, layout: ParamLayout, x: np.ndarray) -> np.ndarray:
-    """Logits ``relu(relu(x @ W0 + b0) @ W1 + b1) @ W2 + b2`` (any depth).
+    """Logits ``f(f(x @ W0 + b0) @ W1 + b1) @ W2 + b2`` (any depth), ``f`` the layout's
+    hidden activation.
 
     Parameters
     ----------
@@ -38,13 +68,14 @@ def forward_logits(theta: np.ndarray, layout: ParamLayout, x: np.ndarray) -> np.
     stacked = theta.ndim == 2
     params = theta if stacked else theta[None]
     h = x[None]
+    activate = ACTIVATION_FUNCTIONS[layout.activation]
     for k in range(layout.n_layers):
         fan_in, fan_out = layout.dims[k], layout.dims[k + 1]
         w0, b0 = layout.w_start[k], layout.b_start[k]
         w = params[:, w0:b0].reshape(-1, fan_in, fan_out)
         h = np.matmul(h, w) + params[:, None, b0 : b0 + fan_out]
         if k < layout.n_layers - 1:
-            h = relu(h)
+            h = activate(h)
     return h if stacked else h[0]
 
 
@@ -52,10 +83,15 @@ def losses_from_logits(logits: np.ndarray, labels: np.ndarray, loss: str) -> tup
     """Per-row loss (float64) and correctness of logits (..., B, C) against labels (B,).
 
     ``mse`` sums the squared error over the C outputs against one-hot labels;
-    ``cross-entropy`` is ``logsumexp(logits) - logits[label]``.
+    ``cross-entropy`` is ``logsumexp(logits) - logits[label]``; ``zero-one`` is 1 where the
+    first largest logit is not the label, else 0 (NaN where a logit is not finite, as the
+    others give).
     """
     z = logits.astype(np.float64)
-    if loss == "mse":
+    if loss == "zero-one":
+        finite = np.isfinite(z).all(axis=-1)
+        row_loss = np.where(finite, (z.argmax(axis=-1) != labels).astype(np.float64), np.nan)
+    elif loss == "mse":
         onehot = np.eye(z.shape[-1])[labels]
         row_loss = ((z - onehot) ** 2).sum(axis=-1)
     elif loss == "cross-entropy":

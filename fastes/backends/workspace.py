@@ -15,8 +15,8 @@ import numba
 import numpy as np
 
 from .kernels import (
-    FORWARD_BLOCK, G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS, GROUPED_MAX_WIDTH, LOSS_CODES,
-    LOSS_MSE, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL, GROUP_MIN_ROWS,
+    ACTIVATION_CODES, FORWARD_BLOCK, GEO_ROWS, G_ACT, G_DIMS, G_B, G_LRA, G_LRB, G_LRE, G_T, G_W, GATHER_COLUMNS,
+    GROUPED_MAX_WIDTH, LOSS_CODES, LOSS_MSE, ROW_GROUP, SERIAL_MAX_MEMBER_ROWS, FIRST_LAYER_PARALLEL, GROUP_MIN_ROWS,
     Batch, FirstLayer, Noise, Plan, Work,
     _base_logits, _fill_csr, _first_layer, _first_layer_serial, _forward_rows, _gather_lowrank, _member_logits,
     _member_logits_serial, _member_losses, _member_losses_serial, _member_responses, _member_responses_serial,
@@ -65,12 +65,13 @@ def transposed_starts(layout) -> np.ndarray:
 
 
 def geometry(layout, rank: int = 1) -> np.ndarray:
-    """The kernels' view of a layout, int64 (7, n_layers + 1): rows ``G_DIMS`` (widths),
+    """The kernels' view of a layout, int64 (GEO_ROWS, n_layers + 1): rows ``G_DIMS`` (widths),
     ``G_W``/``G_B`` (weight and bias offsets), ``G_T`` (offsets in the transposed later
-    layers, last column their total) and ``G_LRA``/``G_LRB``/``G_LRE`` (low-rank factor
-    offsets for ``rank``)."""
+    layers, last column their total), ``G_LRA``/``G_LRB``/``G_LRE`` (low-rank factor
+    offsets for ``rank``) and ``G_ACT`` (the activation code after each hidden layer)."""
     n = layout.n_layers
-    geo = np.zeros((7, n + 1), dtype=np.int64)
+    geo = np.zeros((GEO_ROWS, n + 1), dtype=np.int64)
+    geo[G_ACT, : n - 1] = ACTIVATION_CODES[layout.activation]
     geo[G_DIMS] = layout.dims
     geo[G_W, :n] = layout.w_start
     geo[G_B, :n] = layout.b_start

@@ -13,8 +13,9 @@ from ..backends import predict_logits
 from ..io.data import load_dataset
 from ..errors import DatasetError, ModelFileError, one_line
 from ..io.paths import regular_file
-from ..backends.reference import losses_from_logits
+from ..backends.reference import hidden_layers, losses_from_logits
 from ..io.checkpoints import load_model
+from ..layout import BINARY_ACTIVATIONS
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -63,12 +64,33 @@ def _evaluate(model_path, layout, theta, config, dataset, data_dir) -> dict:
     return {
         "model": str(model_path),
         "dataset": ds.name,
+        "activation": layout.activation,
+        **_binary_check(theta, layout, ds),
         "loss_function": loss,
         "test_loss": float(row_loss.mean()),
         "test_accuracy": float(ok.mean()),
         "n_test": int(len(ds.y_test)),
         "report": report.classification_table(ds.y_test, predictions, labels),
     }
+
+
+def _binary_check(theta, layout, ds) -> dict:
+    """For a binary network (sign or step neurons), every value its hidden layers take on the
+    test split and the accuracy of its outputs, both computed independently of the kernels
+    by the NumPy reference: the check that the trained network really is binary
+    (``hidden_values`` then has two entries at most) and scores what the kernels score."""
+    if layout.activation not in BINARY_ACTIVATIONS or layout.n_layers < 2:
+        return {}
+    seen, correct = set(), 0
+    w_out, b_out = layout.unpack(theta)[-1]
+    for start in range(0, len(ds.y_test), 1000):  # bounded memory on any test split
+        rows = np.arange(start, min(len(ds.y_test), start + 1000))
+        hidden = hidden_layers(theta, layout, ds.dense("test", rows))
+        for h in hidden:
+            seen.update(np.unique(h).tolist())
+        correct += int(((hidden[-1] @ w_out + b_out).argmax(axis=1) == ds.y_test[rows]).sum())
+    return {"hidden_values": sorted(seen), "binary": seen <= set(BINARY_ACTIVATIONS[layout.activation]),
+            "reference_accuracy": correct / len(ds.y_test)}
 
 
 #: Largest image predict reads (a digit needs 28x28 pixels; a phone photo is ~12 million).

@@ -260,6 +260,9 @@ def cmd_evaluate(args) -> int:
     else:
         print(f"dataset {result['dataset']} (test split): loss {result['test_loss']:.4f}, "
               f"accuracy {result['test_accuracy']:.4f}")
+        if "hidden_values" in result:
+            print(f"{result['activation']} neurons: the hidden layers take the values {result['hidden_values']} on the "
+                  f"test split ({'binary' if result['binary'] else 'NOT binary'})")
         print(result["report"])
     return 0
 

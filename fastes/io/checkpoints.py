@@ -159,11 +159,13 @@ def _model_config(config: dict, path) -> dict:
 
 
 def load_model(path: str | Path) -> tuple[ParamLayout, np.ndarray, dict]:
-    """Read a model file: layout, parameters (P,) float32, and its config dict."""
+    """Read a model file: layout (with the activation its config records), parameters (P,)
+    float32, and its config dict."""
     path = Path(path)
     arrays = read_npz(path, "model")
-    layout, theta = ParamLayout.from_arrays(arrays, source=str(path))
     config = _model_config(_json_entry(arrays["config"], path, "model", "config"), path) if "config" in arrays else {}
+    # files written before --activation existed hold ReLU networks
+    layout, theta = ParamLayout.from_arrays(arrays, str(path), config.get("activation", "relu"))
     return layout, theta, config
 
 

@@ -18,7 +18,7 @@ STRATEGY_CLASSES: dict[str, type[Strategy]] = {"openai-es": OpenES, "pgpe": PGPE
 def build_strategy(config, dataset) -> tuple[ParamLayout, np.ndarray, Strategy]:
     """What a run on ``dataset`` evolves and draws from: the model's layout, the shared
     noise table (sized to its noise vectors) and the strategy ``config.strategy`` names."""
-    layout = ParamLayout.for_mlp(dataset.n_features, config.hidden, dataset.n_classes)
+    layout = ParamLayout.for_mlp(dataset.n_features, config.hidden, dataset.n_classes, config.activation)
     noise_size = layout.noise_size(config.perturbation, config.rank)
     table = noise_table(table_size_for(noise_size))
     return layout, table, STRATEGY_CLASSES[config.strategy](config, noise_size, len(table), layout.size)

@@ -40,26 +40,40 @@ def zscore(fitness: np.ndarray) -> np.ndarray:
     return _zscore(np.asarray(fitness, dtype=np.float64))
 
 
+def tie_mean(sorted_fitness: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (one per sorted position) averaged over each run of equal ``sorted_fitness``:
+    members with equal scores get equal weights, whatever their order (the zero-one loss
+    makes ties common). Without ties it returns ``values`` unchanged, bit for bit."""
+    starts = np.flatnonzero(np.r_[True, sorted_fitness[1:] != sorted_fitness[:-1]])
+    if len(starts) == len(values):
+        return values
+    counts = np.diff(np.r_[starts, len(values)])
+    return np.repeat(np.add.reduceat(values, starts) / counts, counts)
+
+
 def centered_rank(fitness: np.ndarray) -> np.ndarray:
-    """Ranks mapped linearly to [-0.5, 0.5] (OpenAI ES); ties broken by member order."""
+    """Ranks mapped linearly to [-0.5, 0.5] (OpenAI ES); tied members share their mean rank."""
     f = np.asarray(fitness, dtype=np.float64)
     n = f.size
     if n < 2:
         return np.zeros_like(f)
+    order = np.argsort(f, kind="stable")
     ranks = np.empty(n, dtype=np.float64)
-    ranks[np.argsort(f, kind="stable")] = np.arange(n, dtype=np.float64)
+    ranks[order] = tie_mean(f[order], np.arange(n, dtype=np.float64))
     return ranks / (n - 1) - 0.5
 
 
 def nes_utilities(fitness: np.ndarray) -> np.ndarray:
     """NES's utilities of the ranks (Wierstra et al. 2014), as advantages: the member of
-    rank ``i`` (1 = lowest loss) gets ``-(max(0, ln(n/2 + 1) - ln i) / total - 1/n)``; ties
-    broken by member order. Only the better half moves the search; the values sum to 0."""
+    rank ``i`` (1 = lowest loss) gets ``-(max(0, ln(n/2 + 1) - ln i) / total - 1/n)``; tied
+    members share their mean utility. Only the better half moves the search; the values
+    sum to 0."""
     f = np.asarray(fitness, dtype=np.float64)
     n = f.size
     raw = np.maximum(0.0, math.log(n / 2 + 1) - np.log(np.arange(1, n + 1, dtype=np.float64)))
+    order = np.argsort(f, kind="stable")
     utilities = np.empty(n, dtype=np.float64)
-    utilities[np.argsort(f, kind="stable")] = raw / raw.sum() - 1.0 / n
+    utilities[order] = tie_mean(f[order], raw / raw.sum() - 1.0 / n)
     return -utilities
 
 

@@ -10,6 +10,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from ...layout import ACTIVATIONS
+
 #: The one place fastmath is set: reassociation and contraction let LLVM vectorise the
 #: inner sums; ``nnan``/``ninf`` stay off so NaN and infinity are still detected.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -17,10 +19,16 @@ JIT = dict(cache=True, fastmath=FASTMATH)
 
 LOSS_MSE = 0
 LOSS_CROSS_ENTROPY = 1
-LOSS_CODES = {"mse": LOSS_MSE, "cross-entropy": LOSS_CROSS_ENTROPY}
+LOSS_ZERO_ONE = 2
+LOSS_CODES = {"mse": LOSS_MSE, "cross-entropy": LOSS_CROSS_ENTROPY, "zero-one": LOSS_ZERO_ONE}
 
-# Rows of ``geo``: per layer l (columns), its widths and offsets.
-G_DIMS, G_W, G_B, G_T, G_LRA, G_LRB, G_LRE = range(7)
+#: Activation codes, in the order of :data:`fastes.layout.ACTIVATIONS`.
+ACTIVATION_CODES = dict(zip(ACTIVATIONS, range(len(ACTIVATIONS))))
+ACT_RELU, ACT_TANH, ACT_SIGN, ACT_STEP = (ACTIVATION_CODES[name] for name in ("relu", "tanh", "sign", "step"))
+
+# Rows of ``geo``: per layer l (columns), its widths and offsets, and the activation after it.
+GEO_ROWS = 8
+G_DIMS, G_W, G_B, G_T, G_LRA, G_LRB, G_LRE, G_ACT = range(GEO_ROWS)
 
 
 #: Widest first layer (population noise vectors x first hidden width) gathered side by side.
@@ -67,11 +75,11 @@ class Plan(NamedTuple):
     """How a population workspace runs its kernels, fixed when it is built
     (:func:`fastes.backends.workspace.population_plan`) but for the loss."""
 
-    geo: np.ndarray  #: int64 (7, L + 1): the layers' widths and offsets, rows ``G_*``
+    geo: np.ndarray  #: int64 (GEO_ROWS, L + 1): the layers' widths, offsets and activations, rows ``G_*``
     n_signs: int  #: 2 for antithetic pairs (member ``k * n_signs + i`` has sign ``(-1)**i``), else 1
     lowrank: bool  #: noise as low-rank factors
     rank: int
-    loss: int  #: ``LOSS_MSE`` or ``LOSS_CROSS_ENTROPY``
+    loss: int  #: one of :data:`LOSS_CODES`' values
     n_blocks: int  #: blocks of rows each member's rows are split into (one task each)
     grouped: bool  #: the first layer gathers every noise vector's projection (phase 1)
     threads: int

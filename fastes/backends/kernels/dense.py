@@ -9,21 +9,22 @@ import math
 import numpy as np
 from numba import njit
 
-from .common import G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_T, G_W, JIT, LOSS_MSE, ROW_GROUP
+from .common import (ACT_RELU, ACT_SIGN, ACT_TANH, G_ACT, G_B, G_DIMS, G_LRA, G_LRB, G_LRE, G_T, G_W, JIT, LOSS_MSE,
+                     LOSS_ZERO_ONE, ROW_GROUP)
 from .sparse import _sparse_rows
 
 
 @njit(**JIT)
 def _tail_block(base, base_at, zs, s, wt, geo, n, hs, lt, stride):
     """Logits of ``n`` rows of one member into ``lt[c * stride + q]``: the first layer's
-    ``base + s * z`` (rows of H1 at ``base[base_at:]`` and ``zs``), then ReLU and the later
-    layers (:func:`_dense_rows`), whose weights ``wt`` are stored transposed. Rows are
+    ``base + s * z`` (rows of H1 at ``base[base_at:]`` and ``zs``), then the activation
+    (:func:`_activate`) and the later layers (:func:`_dense_rows`), whose weights ``wt`` are
+    stored transposed. Rows are
     processed in groups of four; a last partial group repeats its last row into spare
     columns of ``lt`` (``stride >= n + 3``). ``hs`` holds two blocks of activations."""
     n_layers = geo.shape[1] - 1
     width0 = geo[G_DIMS, 1]
     n4 = (n + ROW_GROUP - 1) // ROW_GROUP * ROW_GROUP
-    zero = np.float32(0.0)
     half = hs.shape[0] // 2
     x = hs[:half]
     y = hs[half:]
@@ -36,16 +37,14 @@ def _tail_block(base, base_at, zs, s, wt, geo, n, hs, lt, stride):
                 u = np.uint64(c)
                 lt[u * st + np.uint64(q)] = base[b + u] + s * zs[z + u]
         return
-    # ReLU as a select, not a conditional store nor max() (which keeps NaN semantics):
-    # LLVM vectorises only this form.
     for q in range(n4):
         b = np.uint64(base_at + min(q, n - 1) * width0)
         z = np.uint64(min(q, n - 1) * width0)
         o = np.uint64(q * width0)
         for j in range(width0):
             u = np.uint64(j)
-            v = base[b + u] + s * zs[z + u]
-            x[o + u] = zero if v < zero else v  # NaN stays NaN, as in np.maximum
+            x[o + u] = base[b + u] + s * zs[z + u]
+    _activate(x, n4 * width0, geo[G_ACT, 0])
     for l in range(1, n_layers):
         fan_in = geo[G_DIMS, l]
         fan_out = geo[G_DIMS, l + 1]
@@ -53,10 +52,33 @@ def _tail_block(base, base_at, zs, s, wt, geo, n, hs, lt, stride):
             _dense_rows(wt, geo[G_T, l], fan_in, fan_out, x, n4, lt, 1, stride)
         else:
             _dense_rows(wt, geo[G_T, l], fan_in, fan_out, x, n4, y, fan_out, 1)
-            for i in range(n4 * fan_out):
-                v = y[i]
-                y[i] = zero if v < zero else v
+            _activate(y, n4 * fan_out, geo[G_ACT, l])
             x, y = y, x
+
+
+@njit(inline="always", **JIT)
+def _activate(x, n, code):
+    """``x[:n]`` through the hidden activation ``code`` (``ACT_*``), in place; NaN stays NaN,
+    as in the reference, so that a diverging model is still caught. One loop per activation,
+    the branch outside it; each a select, not a conditional store nor max(): LLVM vectorises
+    only that form."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    if code == ACT_RELU:
+        for i in range(n):
+            v = x[i]
+            x[i] = zero if v < zero else v
+    elif code == ACT_TANH:
+        for i in range(n):
+            x[i] = np.tanh(x[i])
+    elif code == ACT_SIGN:
+        for i in range(n):
+            v = x[i]
+            x[i] = (one if v >= zero else -one) if v == v else v
+    else:
+        for i in range(n):
+            v = x[i]
+            x[i] = (one if v >= zero else zero) if v == v else v
 
 
 @njit(**JIT)
@@ -156,6 +178,9 @@ def _block_loss(lt, n_out, stride, n, vs, loss_kind, out, out_at):
     o = np.uint64(out_at)
     for q in range(n):
         acc[q] = 0.0
+    if loss_kind == LOSS_ZERO_ONE:
+        _block_errors(lt, n_out, st, n, vs, out, o)
+        return
     if loss_kind == LOSS_MSE:
         for c in range(n_out):
             at = np.uint64(c) * st
@@ -223,6 +248,32 @@ def _block_loss(lt, n_out, stride, n, vs, loss_kind, out, out_at):
         y = y * x * z + e * _LN2_LO - np.float32(0.5) * z
         log_acc = x + y + e * _LN2_HI
         out[o + np.uint64(q)] = top[q] + log_acc - pick[q]
+
+
+@njit(inline="always", **JIT)
+def _block_errors(lt, n_out, st, n, vs, out, o):
+    """:func:`_block_loss`'s zero-one loss: 1 where a row's first largest logit is not its
+    label, else 0; NaN where a logit is NaN or infinite (``v - v``), as the other losses
+    give, so that divergence is still caught."""
+    acc = vs[1]
+    top = vs[0]
+    best = vs[2].view(np.int32)
+    lab = vs[5].view(np.int32)
+    for q in range(n):
+        v = lt[q]
+        top[q] = v
+        best[q] = 0
+        acc[q] = v - v
+    for c in range(1, n_out):
+        at = np.uint64(c) * st
+        for q in range(n):
+            v = lt[at + np.uint64(q)]
+            acc[q] += v - v
+            better = v > top[q]
+            top[q] = v if better else top[q]
+            best[q] = np.int32(c) if better else best[q]
+    for q in range(n):
+        out[o + np.uint64(q)] = acc[q] + (np.float32(0.0) if best[q] == lab[q] else np.float32(1.0))
 
 
 @njit(**JIT)
@@ -333,7 +384,12 @@ def _row_losses_impl(logits, labels, rows, loss_kind, row_loss, row_correct):
             if out[c] > out[best]:
                 best = c
         row_correct[r] = best == label
-        if loss_kind == LOSS_MSE:
+        if loss_kind == LOSS_ZERO_ONE:
+            bad = 0.0
+            for c in range(n_out):
+                bad += np.float64(out[c]) - np.float64(out[c])  # NaN for a NaN or infinite logit
+            loss = bad + (0.0 if best == label else 1.0)
+        elif loss_kind == LOSS_MSE:
             loss = 0.0
             for c in range(n_out):
                 d = np.float64(out[c]) - (1.0 if c == label else 0.0)
