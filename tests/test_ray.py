@@ -63,8 +63,9 @@ def test_dead_worker_is_reported_and_run_resumes_on_fewer_workers(tmp_path, quic
 
 
 @pytest.mark.parametrize("strategy", [dict(), dict(strategy="pgpe", optimizer="clipup", lr=0.05),
-                                      dict(strategy="snes", shaping="nes", optimizer="sgd", lr=1.0)],
-                         ids=["openai-es", "pgpe", "snes"])
+                                      dict(strategy="snes", shaping="nes", optimizer="sgd", lr=1.0),
+                                      dict(activation="sign", loss="zero-one", sigma=0.2)],
+                         ids=["openai-es", "pgpe", "snes", "sign-zero-one"])
 def test_estimator_on_ray_matches_numba(strategy):
     """Workers replay every strategy's update (PGPE's and SNES's standard deviations too): a
     worker whose copy drifted would score its members differently, and the model would differ."""
@@ -77,7 +78,7 @@ def test_estimator_on_ray_matches_numba(strategy):
     a = ESClassifier(**params, backend="ray", workers=2).fit(X / 16, y)
     b = ESClassifier(**params).fit(X / 16, y)
     np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
-    if strategy:
+    if "strategy" in strategy:
         np.testing.assert_array_equal(a.state_.sigma, b.state_.sigma)
 
 
