@@ -237,7 +237,7 @@ class Config:
             )
         if self.activation != "relu" and not self.hidden:
             raise ConfigError(f"activation {self.activation} acts on hidden layers, and this network has none; "
-                              "give --hidden sizes, or drop --activation")
+                              "give --hidden sizes, or --activation relu")
         if self.population < 2:
             raise ConfigError(f"population must be at least 2 to estimate a gradient, got {self.population}")
         if self.fit_budget and self.max_seconds is None:

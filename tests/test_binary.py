@@ -68,7 +68,7 @@ def test_relu_models_report_no_binary_check(tmp_path, run_cli):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--activation", "sign", "--hidden", ""], "has none; give --hidden sizes"),
+    (["--activation", "sign", "--hidden", ""], "has none; give --hidden sizes, or --activation relu"),
     (["--activation", "binary"], "invalid choice: 'binary'"),
     (["--loss", "hinge"], "invalid choice: 'hinge'"),
 ])
