@@ -15,7 +15,8 @@ It needs PyTorch, so it runs in bench/peers.py's environment::
     /work/peers-venv/bin/python bench/binary.py --seconds 20 --out /tmp/binary  # smoke test
 
 and writes OUT/binary (the ES run folder), OUT/binary-vs-ste.json (both curves),
-OUT/binary-vs-ste.md (accuracy at fixed times) and OUT/binary-vs-ste.png.
+OUT/binary-vs-ste.md (accuracy at fixed times) and OUT/binary-vs-ste.png. ``--only fastes``
+or ``--only ste`` reruns one side and keeps the other's curve from OUT/binary-vs-ste.json.
 """
 
 from __future__ import annotations
@@ -56,16 +57,30 @@ def read_run(out: Path) -> dict:
             "evaluations": rows}
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.machine()
+
+
 def table(result: dict) -> str:
     """The comparison as a markdown table: test accuracy at :data:`TABLE_TIMES` and at the end."""
     times = [t for t in TABLE_TIMES if t <= result["seconds"]]
-    head = ["method", *[f"{t:g} s" for t in times], "at the end", "steps", "ms / step"]
+    head = ["method", *[f"{t:g} s" for t in times], "at the end", "training s", "steps", "ms / step"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in result["runs"]:
         evaluations = run["evaluations"]
-        accs = [peers.accuracy_at(evaluations, t) for t in times]
-        cells = [LABELS[run["tool"]], *[f"{a:.4f}" if a is not None else "-" for a in accs],
-                 f"{evaluations[-1]['test_accuracy']:.4f}", str(run["generations"]),
+        # a run that completed its schedule inside the budget keeps its final model to the end
+        accs = [peers.accuracy_at(evaluations, t) or evaluations[-1]["test_accuracy"] for t in times]
+        cells = [LABELS[run["tool"]], *[f"{a:.4f}" for a in accs],
+                 f"{evaluations[-1]['test_accuracy']:.4f}", f"{run['train_seconds']:.0f}", str(run["generations"]),
                  f"{run['train_seconds'] / run['generations'] * 1e3:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -79,7 +94,8 @@ def render(result: dict) -> str:
     return (f"# Binary neurons: ES against backpropagation with the straight-through estimator\n\n"
             f"The binary preset's network ({result['network']}), {result['seconds']:g} s of training each, one after "
             f"the other on {result['machine']}. Test accuracy on MNIST's 10,000 test images at each time "
-            f"(the first evaluation at or after it); a step is an ES generation or an Adam step.\n\n"
+            f"(the first evaluation at or after it; a run that completed its schedule earlier, its final model); a "
+            f"step is an ES generation or an Adam step.\n\n"
             f"{table(result)}\n{notes}\n\nRegenerate: `bench/binary.py` (see its docstring).\n")
 
 
@@ -107,22 +123,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=600.0, help="training budget of each run (default 600)")
     p.add_argument("--eval-every", type=float, default=30.0, help="seconds between STE snapshots after 16 s")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder of the results")
+    p.add_argument("--only", choices=tuple(LABELS), help="rerun this side only, keeping the other's curve")
+    p.add_argument("--table", action="store_true", help="only rewrite the table and figure from the saved curves")
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.eval_every <= 0:
         p.error("--seconds and --eval-every must be positive")
     args.out.mkdir(parents=True, exist_ok=True)
     config = tools.config_for(CONFIG)
-    runs = [fastes_run(args.out / CONFIG, args.seconds), peers.work("ste", CONFIG, args.seconds, args.eval_every)]
-    import platform
-
-    result = {"seconds": args.seconds, "machine": f"{platform.processor() or platform.machine()}, {peers.cores()} cores",
-              "network": "-".join(map(str, (784, *config.hidden, 10))) + f", {config.activation} neurons",
-              "runs": runs}
-    (args.out / "binary-vs-ste.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "binary-vs-ste.md").write_text(render(result))
-    plot(result, args.out / "binary-vs-ste.png")
-    print(table(result))
+    saved = args.out / "binary-vs-ste.json"
+    kept = {}
+    if args.only:
+        earlier = json.loads(saved.read_text()) if saved.is_file() else {}
+        if earlier.get("seconds") != args.seconds:
+            p.error(f"--only keeps the other side from {saved}, which needs a run of the same --seconds")
+        kept = {run["tool"]: run for run in earlier["runs"]}
+    if args.table:
+        result = json.loads(saved.read_text())
+        write(result, args.out)
+        return 0
+    runs = []
+    for tool in LABELS:
+        if args.only not in (None, tool):
+            runs.append(kept[tool])
+        elif tool == "fastes":
+            runs.append(fastes_run(args.out / CONFIG, args.seconds))
+        else:
+            runs.append(peers.work(tool, CONFIG, args.seconds, args.eval_every))
+    result = {"seconds": args.seconds, "machine": f"{cpu_name()}, {peers.cores()} cores", "network": "-".join(map(str, (784, *config.hidden, 10))) +
+              f", {config.activation} neurons", "runs": runs}
+    write(result, args.out)
     return 0
+
+
+def write(result: dict, out: Path) -> None:
+    (out / "binary-vs-ste.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "binary-vs-ste.md").write_text(render(result))
+    plot(result, out / "binary-vs-ste.png")
+    print(table(result))
 
 
 if __name__ == "__main__":

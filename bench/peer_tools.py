@@ -24,6 +24,7 @@ runners: this module imports with NumPy and fastes alone.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from importlib.metadata import version
@@ -46,7 +47,7 @@ CONFIGS: dict[str, dict] = {
     # The binary preset's network (sign neurons), for backpropagation through them with the
     # straight-through estimator ("ste"); fastes trains it with `fastes train --preset binary`
     # (bench/binary.py sets the two side by side).
-    "binary": {**PRESETS["default"], **PRESETS["binary"]},
+    "binary": dataclasses.asdict(Config(**PRESETS["binary"])),
 }
 #: The configs and tools bench/peers.py runs by default: the ES tools on the ES configs.
 ES_CONFIGS = ("seed", "modern")

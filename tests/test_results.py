@@ -15,7 +15,7 @@ README = (ROOT / "README.md").read_text()
 PAGE = {name: (DOCS / f"{name}.md").read_text() for name in ("trained-runs", "strategies", "performance", "peers")}
 #: The runs the README and the Results page quote.
 RUNS = ("seed", "seed-numpy", "default")
-README_RUNS = ("seed", "default")
+README_RUNS = ("seed", "default", "binary")
 #: The strategies comparison: row label -> results folder.
 STRATEGY_RUNS = {"openai-es (`default`": "default", "pgpe (`pgpe`": "pgpe", "snes (`snes`": "snes"}
 LEVELS = ("0.80", "0.85", "0.89", "0.95", "0.97")
@@ -48,7 +48,7 @@ def test_every_results_file_a_page_references_exists():
     assert "results/peers.png" in README
 
 
-@pytest.mark.parametrize("run", sorted(set(RUNS) | set(STRATEGY_RUNS.values())))
+@pytest.mark.parametrize("run", sorted(set(RUNS) | set(README_RUNS) | set(STRATEGY_RUNS.values())))
 def test_run_folders_are_complete(run):
     folder = RESULTS / run
     for name in ("metrics.csv", "summary.json", "metrics.png", "examples.png", "confusion_matrix.png", "config.toml"):
@@ -163,3 +163,22 @@ def test_peers_page_quotes_results_peers():
     if "not idle" in peers_md:  # the run's own warning travels with its figures
         assert "not a fair comparison" in " ".join(page.split())
 
+
+
+def test_binary_page_quotes_results_binary():
+    """docs/binary.md: the comparison table is results/binary-vs-ste.md's, whose ES run is the
+    binary preset's run folder; every decimal figure of its prose is in results/binary-vs-ste.md,
+    results/binary-trials.md or that run's summary."""
+    page = (DOCS / "binary.md").read_text()
+    table = (RESULTS / "binary-vs-ste.md").read_text()
+    rows = table_rows(table)
+    assert len(rows) == 3 and all(row in page for row in rows)
+    comparison = json.loads((RESULTS / "binary-vs-ste.json").read_text())
+    s = summary("binary")
+    es = next(run for run in comparison["runs"] if run["tool"] == "fastes")
+    assert es["final_test_accuracy"] == s["final"]["test_accuracy"] and s["config"]["activation"] == "sign"
+    assert comparison["seconds"] == s["config"]["max_seconds"]
+    sources = table + (RESULTS / "binary-trials.md").read_text() + json.dumps(s)
+    prose = "\n".join(line for line in page.splitlines() if not line.startswith("|"))
+    for figure in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", prose):
+        assert figure in sources, f"binary.md quotes {figure}, which is in none of its results files"
