@@ -32,6 +32,7 @@ def test_seed_style_sgd_mse_improves_on_digits():
     [
         dict(),
         dict(perturbation="lowrank", rank=2),
+        dict(perturbation="lowrank", rank=1, hidden=(48, 24)),  # the default noise on two hidden layers
         dict(antithetic=False, shaping="zscore", loss="mse", optimizer="momentum"),
     ],
 )
