@@ -18,7 +18,7 @@ from fastes.cli.bench import CONFIGS, Generation
 
 # The NumPy reference takes seconds per generation at population 4096: time it only where
 # it finishes in reasonable time; `fastes bench` times every pair.
-SLOW_FOR_NUMPY = {"full-4096", "lowrank-r1-4096", "lowrank-r4-4096"}
+SLOW_FOR_NUMPY = {"full-4096", "lowrank-r1-4096", "lowrank-r4-4096", "lowrank-256", "lowrank-512", "lowrank-256-128"}
 
 
 def rounds_for(name: str) -> tuple[int, int]:

@@ -197,6 +197,10 @@ class Config:
                                      used_when=("strategy", ("pgpe",)))
     # schedule of data and time
     batch_size: int = option(256, "training rows per generation", "int", metavar="N")
+    shift: int = option(0, "augment the training images: each epoch moves every one by its own (dy, dx) pixels, "
+                        "each drawn from -N..N from (seed, epoch), on its non-zero pixels (those moved off the image "
+                        "are dropped); 0: off", "int", minimum=0, maximum=7, metavar="N", estimator=None,
+                        used_when=("backend", ("numba", "numpy")))
     shuffle: bool = option(True, "a new order of the training rows each epoch, from (seed, epoch); off: in order",
                            "bool")
     epochs: int = option(60, "passes over the training data (and the length of a cosine lr schedule)", "int",
@@ -243,6 +247,9 @@ class Config:
         if self.fit_budget and self.max_seconds is None:
             raise ConfigError("fit_budget plans the epochs that --max-seconds holds, but max_seconds is not set; "
                               "give --max-seconds S, or drop --fit-budget")
+        if self.shift and self.backend == "ray":
+            raise ConfigError("--shift moves the training images in this process, which Ray workers do not see; "
+                              "use --backend numba, or drop --shift")
         if self.learns_sigma:
             _check_learned_sigma(self)
         if self.sigma_schedule == "exponential":

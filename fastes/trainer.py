@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .backends import make_backend, predict_logits
-from .io.data import Dataset, epoch_order, load_dataset
+from .io.data import Dataset, epoch_order, load_dataset, shifted
 from .diagnose import divergence_message
 from .errors import DivergenceError
 from .backends.reference import losses_from_logits
@@ -104,6 +104,10 @@ class Trainer:
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
         ds = self.dataset
         self.layout, self.table, self.es = build_strategy(config, ds)
+        #: The training images as this epoch moved them (``--shift``), which the backend trains on
+        self.shifted = None
+        if config.shift:
+            ds, self.shifted = shifted(ds, config.shift, config.seed)
         self.backend = make_backend(config, self.layout, self.table, ds, in_memory=dataset is not None)
         self.n_train = len(ds.y_train)
         self.n_batches = math.ceil(self.n_train / config.batch_size)
@@ -239,6 +243,8 @@ class Trainer:
         ends the run first."""
         cfg = self.config
         order = epoch_order(cfg.seed, state.epoch, self.n_train, cfg.shuffle)
+        if self.shifted is not None:
+            self.shifted.set_epoch(state.epoch)
         sigma = self._sigma(state)
         while state.batch < self.n_batches:
             if self._out_of_budget(state, clock, budget):

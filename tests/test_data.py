@@ -157,3 +157,39 @@ def test_verified_files_are_cached_and_a_bad_cache_is_not_trusted(tmp_path, monk
     raw[-1] = (raw[-1] + 1) % 10  # a cached copy whose bytes changed is decompressed afresh
     victim.write_bytes(bytes(raw))
     np.testing.assert_array_equal(load_idx_folder(bundled_mnist_dir(), verify_checksums=True).y_test, first.y_test)
+
+
+def _moved(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``image`` moved by (dy, dx) pixels, zeros where nothing moved in."""
+    h, w = image.shape
+    out = np.zeros_like(image)
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[max(-dy, 0) : h - max(dy, 0),
+                                                                            max(-dx, 0) : w - max(dx, 0)]
+    return out
+
+
+@pytest.mark.parametrize("shift", [1, 2])
+def test_shifted_rows_are_the_images_moved(shift):
+    """``--shift``: every training image of an epoch moved by its own (dy, dx) in -shift..shift,
+    the same for the same (seed, epoch) and different for another epoch; the CSR arrays are
+    rewritten in place (the backend holds them), the dataset's own rows are untouched."""
+    from fastes.io.data import shifted
+
+    ds = load_dataset("digits")
+    aug, rows = shifted(ds, shift, seed=3)
+    arrays = aug.csr("train")
+    images = ds.dense("train").reshape(-1, 8, 8)
+    seen = set()
+    for epoch in (0, 1, 0):
+        rows.set_epoch(epoch)
+        assert aug.csr("train") is arrays
+        got = aug.dense("train").reshape(-1, 8, 8)
+        moves = np.random.default_rng([3, epoch, 0x5A1F]).integers(-shift, shift + 1, (2, len(images)))
+        for i in range(len(images)):
+            np.testing.assert_array_equal(got[i], _moved(images[i], moves[0][i], moves[1][i]))
+        indptr, indices = arrays[0], arrays[1]
+        assert all((np.diff(indices[indptr[i] : indptr[i + 1]]) > 0).all() for i in range(len(images)))
+        seen.add(got.tobytes())
+        assert {tuple(m) for m in moves.T} == {(a, b) for a in range(-shift, shift + 1) for b in range(-shift, shift + 1)}
+    assert len(seen) == 2
+    np.testing.assert_array_equal(ds.dense("train").reshape(-1, 8, 8), images)

@@ -182,3 +182,13 @@ def test_binary_page_quotes_results_binary():
     prose = "\n".join(line for line in page.splitlines() if not line.startswith("|"))
     for figure in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", prose):
         assert figure in sources, f"binary.md quotes {figure}, which is in none of its results files"
+
+
+def test_frontier_tables_are_rows_of_results_frontier():
+    """docs/trained-runs.md's frontier tables: every row is a row of results/frontier.md (which
+    bench/frontier.py writes from results/frontier/), and none is left out."""
+    frontier = (RESULTS / "frontier.md").read_text()
+    begin, end = "<!-- frontier tables: rows of results/frontier.md -->", "<!-- end of frontier tables -->"
+    section = PAGE["trained-runs"].split(begin, 1)[1].split(end, 1)[0]
+    rows = table_rows(section)
+    assert rows and set(rows) == set(table_rows(frontier))

@@ -32,6 +32,7 @@ def test_seed_style_sgd_mse_improves_on_digits():
     [
         dict(),
         dict(perturbation="lowrank", rank=2),
+        dict(perturbation="lowrank", rank=1, hidden=(48, 24)),  # the default noise on two hidden layers
         dict(antithetic=False, shaping="zscore", loss="mse", optimizer="momentum"),
     ],
 )
@@ -72,6 +73,23 @@ def test_learned_sigma_strategies_are_exact_for_any_threads_and_pauses(name):
     for other in (threaded, rest, fitted):
         assert np.array_equal(whole.theta, other.theta) and np.array_equal(whole.sigma, other.sigma)
     assert whole.history[-1]["test_accuracy"] > 0.4  # chance is 0.1
+
+
+def test_shifted_images_train_the_same_on_both_backends_and_resume_exactly():
+    """``--shift``: the backends train on the epoch's moved images (numba and numpy agree; a
+    run paused mid-epoch continues on the same images); train and test are scored unmoved."""
+    cfg = QUICK.replace(epochs=2, shift=1, shaping="zscore")
+    whole = Trainer(cfg).run()
+    part = Trainer(cfg).run(max_generations=30)  # mid-way through the second epoch (22 batches each)
+    rest = Trainer(cfg).run(part)
+    assert np.array_equal(whole.theta, rest.theta)
+    unmoved = Trainer(cfg.replace(shift=0)).run()
+    assert not np.allclose(whole.theta, unmoved.theta)
+    a = Trainer(cfg.replace(epochs=1)).run(max_generations=12)
+    b = Trainer(cfg.replace(epochs=1, backend="numpy")).run(max_generations=12)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-4, atol=1e-5)
+    trainer = Trainer(cfg)
+    assert trainer.evaluate(whole.theta, "train") == Trainer(cfg.replace(shift=0)).evaluate(whole.theta, "train")
 
 
 def test_same_seed_same_model_other_seed_differs():

@@ -45,6 +45,14 @@ CONFIGS: dict[str, dict] = {
                             shaping="centered-rank", optimizer="adam", perturbation="lowrank", rank=1),
     "lowrank-r4-4096": dict(population=4096, batch_size=256, hidden=(128,), antithetic=True, loss="cross-entropy",
                             shaping="centered-rank", optimizer="adam", perturbation="lowrank", rank=4),
+    # the default preset's generation on wider and deeper networks (issue 23)
+    "lowrank-256": dict(population=4096, batch_size=256, hidden=(256,), antithetic=True, loss="cross-entropy",
+                        shaping="centered-rank", optimizer="adam", perturbation="lowrank", rank=1),
+    "lowrank-512": dict(population=4096, batch_size=256, hidden=(512,), antithetic=True, loss="cross-entropy",
+                        shaping="centered-rank", optimizer="adam", perturbation="lowrank", rank=1),
+    "lowrank-256-128": dict(population=4096, batch_size=256, hidden=(256, 128), antithetic=True,
+                            loss="cross-entropy", shaping="centered-rank", optimizer="adam", perturbation="lowrank",
+                            rank=1),
     # the strategies that learn a standard deviation per parameter, at large's population and network
     "pgpe-large": dict(strategy="pgpe", population=1024, batch_size=256, hidden=(128,), antithetic=True,
                        loss="cross-entropy", shaping="centered-rank", optimizer="clipup"),

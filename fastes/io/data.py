@@ -7,6 +7,7 @@ int32 labels. Any problem raises :class:`DatasetError` naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -422,6 +423,61 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
     if not shuffle:
         return np.arange(n, dtype=np.int64)
     return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n).astype(np.int64)
+
+
+class ShiftedRows(BytePixels):
+    """A training split whose images each move by their own (dy, dx) pixels every epoch,
+    dy and dx drawn from ``-shift..shift`` from (seed, epoch); pixels moved off the image
+    are dropped (training-set augmentation, ``--shift``).
+
+    :meth:`set_epoch` rewrites its CSR arrays in place (a row only loses entries, so they
+    keep their size; entries past ``indptr[-1]`` are unused), so a backend that holds them
+    trains on each epoch's rows as soon as they are set. The same (seed, epoch) gives the
+    same rows on any machine and thread count.
+    """
+
+    def __init__(self, csr: tuple[np.ndarray, np.ndarray, np.ndarray], image_shape: tuple[int, int], shift: int,
+                 seed: int):
+        self.source = csr
+        self.image_shape = (int(image_shape[0]), int(image_shape[1]))
+        self.shape = (len(csr[0]) - 1, self.image_shape[0] * self.image_shape[1])
+        self.shift, self.seed, self.epoch = int(shift), int(seed), None
+        self._pixels = None
+        self._csr = tuple(a.copy() for a in csr)
+        indptr, indices = csr[0], csr[1]
+        # each entry's row, and its pixel's row and column on the image (int8 where the
+        # image and the shift allow: the per-epoch arithmetic on every entry is then narrow)
+        small = np.int8 if max(self.image_shape) + self.shift < 128 else np.int16
+        self._entry_row = np.repeat(np.arange(len(indptr) - 1, dtype=np.int32), np.diff(indptr))
+        self._at = ((indices // self.image_shape[1]).astype(small), (indices % self.image_shape[1]).astype(small))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move every row as epoch ``epoch`` draws (nothing to do if it is the current one)."""
+        if epoch == self.epoch:
+            return
+        indices, values = self.source[1], self.source[2]
+        n, (h, w), small = len(self), self.image_shape, self._at[0].dtype
+        moves = np.random.default_rng([self.seed, epoch, 0x5A1F]).integers(-self.shift, self.shift + 1, (2, n))
+        dy, dx = moves.astype(small)
+        row = self._entry_row
+        # a pixel moved above or left of the image wraps to a large unsigned value: one test per axis
+        unsigned = np.dtype(small).str.replace("i", "u")
+        keep = ((self._at[0] + dy[row]).view(unsigned) < h) & ((self._at[1] + dx[row]).view(unsigned) < w)
+        delta = (dy.astype(np.int32) * w + dx)[row[keep]]
+        kept = len(delta)
+        out_indptr, out_indices, out_values = self._csr
+        out_indptr[0] = 0
+        np.cumsum(np.bincount(row[keep], minlength=n), out=out_indptr[1:])
+        np.add(indices[keep], delta, out=out_indices[:kept])
+        out_values[:kept] = values[keep]
+        self.epoch = epoch
+
+
+def shifted(dataset: Dataset, shift: int, seed: int) -> tuple[Dataset, ShiftedRows]:
+    """``dataset`` with its training split as :class:`ShiftedRows` (set to epoch 0), and that split."""
+    rows = ShiftedRows(dataset.csr("train"), dataset.image_shape, shift, seed)
+    rows.set_epoch(0)
+    return dataclasses.replace(dataset, x_train=rows), rows
 
 
 _CACHE: dict[str, Dataset] = {}
