@@ -111,9 +111,11 @@ measurement at or before those quiet seconds. Regenerate: `python bench/frontier
 """
 LONG = """
 Full-length runs: results/default (the timed bare `fastes train`, whose `--fit-budget` planned
-48 epochs) and each folder of results/frontier/ (`fastes train --epochs 48 --no-fit-budget
---max-seconds 100000` and the changes shown: by epochs, on a loaded machine); test at 20 s and
-60 s from their metrics.csv rows by generations, as above:
+48 epochs) and each folder of results/frontier/ (the changes shown; shift1-timed is a timed
+`fastes train --shift 1`, whose `--fit-budget` planned 46 epochs on the 2-core AMD EPYC
+machine with other sessions' jobs held to the lowest priority: its own summary.json gives 0.95
+after 30.0 s, 0.97 after 106.6 s and 0.9767 at its end, 510.9 s); test at 20 s and 60 s from
+their metrics.csv rows by generations, as above:
 """
 FOOTER = """
 Every trial's curve is in results/frontier/screen.jsonl; results/frontier.png plots them.
