@@ -19,9 +19,9 @@ def _tail_block(base, base_at, zs, s, wt, geo, n, hs, lt, stride):
     """Logits of ``n`` rows of one member into ``lt[c * stride + q]``: the first layer's
     ``base + s * z`` (rows of H1 at ``base[base_at:]`` and ``zs``), then the activation
     (:func:`_activate`) and the later layers (:func:`_dense_rows`), whose weights ``wt`` are
-    stored transposed. Rows are
-    processed in groups of four; a last partial group repeats its last row into spare
-    columns of ``lt`` (``stride >= n + 3``). ``hs`` holds two blocks of activations."""
+    stored transposed. Rows are processed in groups of four; a last partial group repeats
+    its last row into spare columns of ``lt`` (``stride >= n + 3``). ``hs`` holds two blocks
+    of activations."""
     n_layers = geo.shape[1] - 1
     width0 = geo[G_DIMS, 1]
     n4 = (n + ROW_GROUP - 1) // ROW_GROUP * ROW_GROUP
