@@ -29,7 +29,7 @@ else:  # pyproject.toml installs tomli, tomllib's original, on Python 3.10
     import tomli as tomllib
 
 #: Ranges of real-valued options (intervals as written in the options table of the docs).
-POSITIVE, NON_NEGATIVE, UNIT, FACTOR = "(0, inf)", "[0, inf)", "[0, 1)", "(0, 1]"
+POSITIVE, NON_NEGATIVE, UNIT, FACTOR, FRACTION = "(0, inf)", "[0, inf)", "[0, 1)", "(0, 1]", "(0, 1)"
 #: The evolution strategies (:mod:`fastes.strategies`), by ``--strategy`` name: whether each
 #: learns a standard deviation per parameter.
 STRATEGIES = {"openai-es": False, "pgpe": True, "snes": True}
@@ -57,7 +57,7 @@ class Option:
         The range of an ``int`` option.
     interval : str
         The range of a ``float`` option: :data:`POSITIVE`, :data:`NON_NEGATIVE`,
-        :data:`UNIT` or :data:`FACTOR`.
+        :data:`UNIT`, :data:`FACTOR` or :data:`FRACTION`.
     float32 : bool
         A ``float`` option that reaches the kernels as float32: it must be a normal
         float32 number.
@@ -309,7 +309,13 @@ def check_field(name: str, value: Any) -> Any:
     """
     if name not in OPTIONS:
         raise ConfigError(f"unknown config option {name!r}; choose one of: {', '.join(OPTIONS)}")
-    opt = OPTIONS[name]
+    return check_value(OPTIONS[name], value)
+
+
+def check_value(opt: Option, value: Any) -> Any:
+    """``value`` checked and normalised as ``opt`` declares (:func:`check_field` for a
+    :class:`Config` field; the estimator's own parameters are declared as Options too)."""
+    name = opt.name
     if value is None and opt.optional:
         return None
     if opt.kind == "choice":
@@ -440,9 +446,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds on scikit-learn's 8x8 digits
     "quick": dict(dataset="digits", hidden=(32,), population=128, sigma=0.02, perturbation="full", lr=0.03,
                   lr_schedule="constant", batch_size=64, epochs=10, max_seconds=None, fit_budget=False),
-    # small tabular problems: what :class:`fastes.ESClassifier` starts from
-    "tabular": dict(hidden=(64,), population=128, sigma=0.05, perturbation="full", lr=0.01, lr_schedule="constant",
-                    batch_size=64, epochs=20, max_seconds=None, fit_budget=False),
+    # small tabular problems: what :class:`fastes.ESClassifier` starts from (which sizes the population
+    # and epochs to the data it is given; these are about its choice on the digits)
+    "tabular": dict(hidden=(32,), population=256, sigma=0.1, lr=0.02, lr_schedule="constant", batch_size=64,
+                    epochs=10, max_seconds=None, fit_budget=False),
 }
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from fastes.config import Config, PRESETS, load_toml, parse_hidden, preset, resolve
@@ -79,11 +80,29 @@ def test_each_preset_is_config_defaults_but_what_it_names(name):
 
 
 def test_the_estimator_starts_from_the_tabular_preset():
+    """... with its population and epochs sized to the data, unless given."""
     from fastes import ESClassifier
-    from fastes.estimator import PARAMETERS
+    from fastes.estimator import PARAMETERS, SIZED, sized_epochs, sized_population
 
     tabular = preset("tabular")
     params = ESClassifier().get_params()
-    assert params["random_state"] is None
-    assert all(params[p] == getattr(tabular, f) for p, f in PARAMETERS.items() if p != "random_state")
-    assert ESClassifier(random_state=3)._config(3) == tabular.replace(seed=3)
+    assert params["random_state"] is None and all(params[p] is None for p in SIZED)
+    assert all(params[p] == getattr(tabular, f) for p, f in PARAMETERS.items() if p != "random_state" and p not in SIZED)
+    clf = ESClassifier(random_state=3)
+    clf.classes_ = np.arange(10)
+    sized = dict(population=sized_population(64 * 32 + 32 + 32 * 10 + 10), epochs=sized_epochs(1437, 64))
+    assert clf._config(3, n_rows=1437, n_features=64) == tabular.replace(seed=3, **sized)
+    given = dict(population=10, epochs=2)
+    assert ESClassifier(**given)._config(3, n_rows=1437, n_features=64) == tabular.replace(seed=3, **given)
+
+
+def test_the_sizing_rules():
+    """``population=None`` grows with the square root of the parameters; ``epochs=None`` gives
+    a small table enough generations, a larger one the preset's passes."""
+    from fastes.estimator import (MAX_POPULATION, MIN_EPOCHS, MIN_GENERATIONS, MIN_POPULATION, sized_epochs,
+                                  sized_population)
+
+    assert sized_population(4) == MIN_POPULATION and sized_population(10**6) == MAX_POPULATION
+    assert sized_population(2410) == 242 and sized_population(2000) == 200  # the digits' network: 64-32-10
+    assert sized_epochs(120, 64) * 2 >= MIN_GENERATIONS > (sized_epochs(120, 64) - 1) * 2
+    assert sized_epochs(100_000, 64) == MIN_EPOCHS
