@@ -446,11 +446,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds on scikit-learn's 8x8 digits
     "quick": dict(dataset="digits", hidden=(32,), population=128, sigma=0.02, perturbation="full", lr=0.03,
                   lr_schedule="constant", batch_size=64, epochs=10, max_seconds=None, fit_budget=False),
+    # scikit-learn's 8x8 digits, sized as :class:`fastes.ESClassifier` sizes a run (one member per ten
+    # parameters of the 64-64-10 network, enough generations for a small set): what a run on the digits
+    # starts from when it names no preset
+    "digits": dict(dataset="digits", hidden=(64,), population=482, sigma=0.1, lr=0.03, batch_size=64, epochs=60,
+                   max_seconds=None, fit_budget=False),
     # small tabular problems: what :class:`fastes.ESClassifier` starts from (which sizes the population
     # and epochs to the data it is given; these are about its choice on the digits)
     "tabular": dict(hidden=(32,), population=256, sigma=0.1, lr=0.02, lr_schedule="constant", batch_size=64,
                     epochs=10, max_seconds=None, fit_budget=False),
 }
+
+
+#: Datasets with a preset of their own (named after them), where a run on them starts when it
+#: names no preset: the ``default`` preset's population and budget are sized for MNIST.
+DATASET_PRESETS = ("digits",)
 
 
 def absolute_data_dir(config: Config) -> Config:
@@ -510,10 +520,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(preset_name: str | None = None, file: str | Path | None = None, **overrides: Any) -> Config:
-    """Preset, then config file, then explicit overrides (``None`` means not given)."""
+    """Preset, then config file, then explicit overrides (``None`` means not given). With no
+    preset named (by ``preset_name`` or the file), a run on a dataset of :data:`DATASET_PRESETS`
+    starts from that dataset's preset, any other from ``default``."""
     file_values = load_toml(file) if file is not None else {}
     from_file = file_values.pop("preset", None)
-    name = preset_name if preset_name is not None else from_file if from_file is not None else "default"
+    name = preset_name if preset_name is not None else from_file
+    if name is None:  # none named: the run's dataset's own preset where it has one
+        dataset = overrides.get("dataset") or file_values.get("dataset")
+        name = dataset if dataset in DATASET_PRESETS else "default"
     if not isinstance(name, str) or name not in PRESETS:
         where = f"config file {file}: " if preset_name is None and from_file is not None else ""
         raise ConfigError(f"{where}unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

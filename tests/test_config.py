@@ -106,3 +106,18 @@ def test_the_sizing_rules():
     assert sized_population(2410) == 242 and sized_population(2000) == 200  # the digits' network: 64-32-10
     assert sized_epochs(120, 64) * 2 >= MIN_GENERATIONS > (sized_epochs(120, 64) - 1) * 2
     assert sized_epochs(100_000, 64) == MIN_EPOCHS
+
+
+def test_a_run_on_the_digits_starts_from_their_preset_unless_one_is_named(tmp_path):
+    """The digits have a preset sized for them; MNIST, a --data-dir folder and any named preset
+    are as before (a bare ``fastes train`` is the ``default`` preset)."""
+    assert resolve() == preset("default")
+    assert resolve(None, None, dataset="digits") == preset("digits")
+    assert resolve(None, None, dataset="digits", epochs=3) == preset("digits").replace(epochs=3)
+    assert resolve("default", None, dataset="digits") == preset("default").replace(dataset="digits")
+    assert resolve(None, None, data_dir=str(tmp_path)) == preset("default").replace(data_dir=str(tmp_path))
+    path = tmp_path / "run.toml"
+    path.write_text('dataset = "digits"\n')
+    assert resolve(None, path) == preset("digits")
+    path.write_text('preset = "default"\ndataset = "digits"\n')
+    assert resolve(None, path) == preset("default").replace(dataset="digits")
