@@ -55,6 +55,9 @@ MIN_GENERATIONS = 120
 MIN_EPOCHS: int = PRESETS["tabular"]["epochs"]
 #: Standardised inputs are clipped to this many standard deviations.
 CLIP = 3.0
+#: ``n_threads=None``: generations of less work than this (members x batch rows x parameters)
+#: run on one thread, larger ones on every core.
+SHARED_WORK = 2**27
 
 
 def sized_population(n_params: int) -> int:
@@ -95,7 +98,11 @@ _NOTES = {
     "random_state": "Seeds the run: an int (the same model each fit), a RandomState, or None (a new seed from "
                     "NumPy's global random state each fit). Initial weights, noise, batch order and the "
                     "early-stopping split follow from it.",
-    "n_threads": "Numba threads of each fit and partial_fit call (None: all cores), restored when it returns.",
+    "n_threads": "Numba threads of each fit and partial_fit call, restored when it returns. None: every core, or "
+                 f"one where a generation is small (members x batch rows x parameters below "
+                 f"2**{SHARED_WORK.bit_length() - 1}): threads that "
+                 "share a small generation wait on each other at every kernel, for longer than they work when the "
+                 "cores have other work (other fits of a cross-validation, say).",
     "population": f"Members per generation (``fastes train --population``). None: sized to the network, one "
                   f"member per {PARAMETERS_PER_MEMBER} parameters rounded up to an even number, from "
                   f"{MIN_POPULATION} to {MAX_POPULATION}.",
@@ -226,15 +233,18 @@ class ESClassifier(ClassifierMixin, BaseEstimator):
     def _config(self, seed: int, n_rows: int, n_features: int) -> Config:
         """The run's :class:`Config` on ``n_rows`` training rows of ``n_features`` features:
         every exposed option from its parameter (the :data:`SIZED` ones, when None, sized to
-        the data), ``seed`` for ``random_state``, the ``tabular`` preset for the rest (data,
-        budget, evaluation cadence)."""
+        the data; ``n_threads`` None one thread for a small generation, :data:`SHARED_WORK`),
+        ``seed`` for ``random_state``, the ``tabular`` preset for the rest (data, budget,
+        evaluation cadence)."""
         values = {name: getattr(self, param) for param, name in PARAMETERS.items()}
         config = Config(**{**PRESETS["tabular"], **{k: v for k, v in values.items() if v is not None}, "seed": seed})
+        layout = ParamLayout.for_mlp(n_features, config.hidden, len(self.classes_))
         if values["population"] is None:
-            layout = ParamLayout.for_mlp(n_features, config.hidden, len(self.classes_))
             config = config.replace(population=sized_population(layout.size))
         if values["epochs"] is None:
             config = config.replace(epochs=sized_epochs(n_rows, config.batch_size))
+        if values["threads"] is None and config.population * min(config.batch_size, n_rows) * layout.size < SHARED_WORK:
+            config = config.replace(threads=1)
         return config
 
     def _dataset(self, X, y, X_test, y_test) -> Dataset:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fastes.config import Config, PRESETS, load_toml, parse_hidden, preset, resolve
+from fastes.config import PRESETS, Config, load_toml, parse_hidden, preset, resolve
 from fastes.errors import ConfigError
 
 
@@ -90,17 +90,28 @@ def test_the_estimator_starts_from_the_tabular_preset():
     assert all(params[p] == getattr(tabular, f) for p, f in PARAMETERS.items() if p != "random_state" and p not in SIZED)
     clf = ESClassifier(random_state=3)
     clf.classes_ = np.arange(10)
-    sized = dict(population=sized_population(64 * 32 + 32 + 32 * 10 + 10), epochs=sized_epochs(1437, 64))
-    assert clf._config(3, n_rows=1437, n_features=64) == tabular.replace(seed=3, **sized)
-    given = dict(population=10, epochs=2)
-    assert ESClassifier(**given)._config(3, n_rows=1437, n_features=64) == tabular.replace(seed=3, **given)
+    n_params = 64 * 32 + 32 + 32 * 10 + 10
+    sized = tabular.replace(seed=3, population=sized_population(n_params), epochs=sized_epochs(1437, 64), threads=1)
+    assert clf._config(3, n_rows=1437, n_features=64) == sized  # a small run: one thread
+    given = ESClassifier(population=10, epochs=2, n_threads=2)
+    given.classes_ = np.arange(10)
+    assert given._config(3, n_rows=1437, n_features=64) == tabular.replace(seed=3, population=10, epochs=2, threads=2)
+    wide = ESClassifier(hidden=(1024,))
+    wide.classes_ = np.arange(10)
+    assert wide._config(3, n_rows=1437, n_features=784).threads is None  # every core for a large generation
 
 
 def test_the_sizing_rules():
     """``population=None`` grows with the square root of the parameters; ``epochs=None`` gives
     a small table enough generations, a larger one the preset's passes."""
-    from fastes.estimator import (MAX_POPULATION, MIN_EPOCHS, MIN_GENERATIONS, MIN_POPULATION, sized_epochs,
-                                  sized_population)
+    from fastes.estimator import (
+        MAX_POPULATION,
+        MIN_EPOCHS,
+        MIN_GENERATIONS,
+        MIN_POPULATION,
+        sized_epochs,
+        sized_population,
+    )
 
     assert sized_population(4) == MIN_POPULATION and sized_population(10**6) == MAX_POPULATION
     assert sized_population(2410) == 242 and sized_population(2000) == 200  # the digits' network: 64-32-10

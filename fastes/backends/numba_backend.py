@@ -5,7 +5,7 @@ builds its driver and workers from (:class:`NoiseSum`, :class:`ModelMetrics`).""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import cache
 
 import numba
 import numpy as np
@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from .protocol import InProcess, batch_rows, train_labels
 
 
-@lru_cache(maxsize=None)
+@cache
 def _blas_controller() -> ThreadpoolController:
     """The process's BLAS libraries, found once: looking them up reads the loaded libraries
     of the process, a cost each small ``ESClassifier.fit`` would otherwise pay again."""
