@@ -423,6 +423,21 @@ def parse_hidden(value: Any) -> tuple[int, ...]:
     return tuple(int(size) for size in sizes)
 
 
+#: A population sized to its network (``ESClassifier(population=None)``, the ``digits`` preset):
+#: one member per this many parameters ...
+PARAMETERS_PER_MEMBER = 10
+#: ... and at least, at most, this many (more members than this make slow generations).
+MIN_POPULATION, MAX_POPULATION = 16, 1024
+
+
+def sized_population(n_params: int) -> int:
+    """One member per :data:`PARAMETERS_PER_MEMBER` of ``n_params`` parameters, rounded up to
+    an even number (antithetic pairs), from :data:`MIN_POPULATION` to :data:`MAX_POPULATION`:
+    the gradient estimate spreads its members over every parameter."""
+    members = 2 * math.ceil(n_params / PARAMETERS_PER_MEMBER / 2)
+    return min(MAX_POPULATION, max(MIN_POPULATION, members))
+
+
 #: What the ``pgpe`` and ``snes`` presets change: PGPE and SNES learn a standard deviation per
 #: parameter, which needs full-rank noise, so their populations are smaller than the low-rank 4096.
 _LEARNED_SIGMA_MNIST: dict[str, Any] = dict(perturbation="full", population=512, epochs=100)
@@ -446,11 +461,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds on scikit-learn's 8x8 digits
     "quick": dict(dataset="digits", hidden=(32,), population=128, sigma=0.02, perturbation="full", lr=0.03,
                   lr_schedule="constant", batch_size=64, epochs=10, max_seconds=None, fit_budget=False),
-    # scikit-learn's 8x8 digits, sized as :class:`fastes.ESClassifier` sizes a run (one member per ten
-    # parameters of the 64-64-10 network, enough generations for a small set): what a run on the digits
-    # starts from when it names no preset
-    "digits": dict(dataset="digits", hidden=(64,), population=482, sigma=0.1, lr=0.03, batch_size=64, epochs=60,
-                   max_seconds=None, fit_budget=False),
+    # scikit-learn's 8x8 digits, sized as :class:`fastes.ESClassifier` sizes a run (the population to the
+    # 64-64-10 network, generations enough for a small set): what a run on the digits starts from when it
+    # names no preset
+    "digits": dict(dataset="digits", hidden=(64,), population=sized_population(64 * 64 + 64 + 64 * 10 + 10),
+                   sigma=0.1, lr=0.03, batch_size=64, epochs=60, max_seconds=None, fit_budget=False),
     # small tabular problems: what :class:`fastes.ESClassifier` starts from (which sizes the population
     # and epochs to the data it is given; these are about its choice on the digits)
     "tabular": dict(hidden=(32,), population=256, sigma=0.1, lr=0.02, lr_schedule="constant", batch_size=64,

@@ -26,7 +26,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .backends import predict_logits
-from .config import FRACTION, OPTIONS, PRESETS, Config, Option, check_value
+from .config import (FRACTION, MAX_POPULATION, MIN_POPULATION, OPTIONS, PARAMETERS_PER_MEMBER, PRESETS, Config,
+                     Option, check_value, sized_population)
 from .io.data import Dataset
 from .errors import ConfigError
 from .cli.evaluate import softmax
@@ -38,17 +39,13 @@ from .trainer import Trainer
 PARAMETERS: dict[str, str] = {opt.parameter: name for name, opt in OPTIONS.items() if opt.parameter}
 
 #: Options whose estimator default is None, "sized to the data" when ``fit`` sees it (see
-#: :func:`sized_population` and :func:`sized_epochs`); a value given is used as it is.
+#: :func:`fastes.config.sized_population` and :func:`sized_epochs`); a value given is used as it is.
 SIZED = ("population", "epochs")
 
 #: The estimator's starting point, by :class:`Config` field: the ``tabular`` preset, with no
 #: fixed seed (``random_state=None``, scikit-learn's convention) and the :data:`SIZED` options None.
 DEFAULTS: dict[str, Any] = {**asdict(Config(**PRESETS["tabular"])), "seed": None, **dict.fromkeys(SIZED)}
 
-#: ``population=None``: one member per this many parameters of the network ...
-PARAMETERS_PER_MEMBER = 10
-#: ... and at least, at most, this many (more members than this make slow generations).
-MIN_POPULATION, MAX_POPULATION = 16, 1024
 #: ``epochs=None``: at least this many generations, however few rows a pass has ...
 MIN_GENERATIONS = 120
 #: ... and at least the ``tabular`` preset's passes.
@@ -58,14 +55,6 @@ CLIP = 3.0
 #: ``n_threads=None``: generations of less work than this (members x batch rows x parameters)
 #: run on one thread, larger ones on every core.
 SHARED_WORK = 2**27
-
-
-def sized_population(n_params: int) -> int:
-    """``population=None``: one member per :data:`PARAMETERS_PER_MEMBER` parameters of the
-    network, rounded up to an even number (antithetic pairs), from :data:`MIN_POPULATION` to
-    :data:`MAX_POPULATION`: the gradient estimate spreads its members over every parameter."""
-    members = 2 * math.ceil(n_params / PARAMETERS_PER_MEMBER / 2)
-    return min(MAX_POPULATION, max(MIN_POPULATION, members))
 
 
 def sized_epochs(n_rows: int, batch_size: int) -> int:

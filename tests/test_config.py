@@ -102,19 +102,14 @@ def test_the_estimator_starts_from_the_tabular_preset():
 
 
 def test_the_sizing_rules():
-    """``population=None`` grows with the square root of the parameters; ``epochs=None`` gives
-    a small table enough generations, a larger one the preset's passes."""
-    from fastes.estimator import (
-        MAX_POPULATION,
-        MIN_EPOCHS,
-        MIN_GENERATIONS,
-        MIN_POPULATION,
-        sized_epochs,
-        sized_population,
-    )
+    """``population=None`` grows with the parameters, within bounds; ``epochs=None`` gives a
+    small table enough generations, a larger one the preset's passes."""
+    from fastes.config import MAX_POPULATION, MIN_POPULATION, sized_population
+    from fastes.estimator import MIN_EPOCHS, MIN_GENERATIONS, sized_epochs
 
     assert sized_population(4) == MIN_POPULATION and sized_population(10**6) == MAX_POPULATION
-    assert sized_population(2410) == 242 and sized_population(2000) == 200  # the digits' network: 64-32-10
+    assert sized_population(2410) == 242 and sized_population(2000) == 200  # the digits' 64-32-10 network: 2410
+    assert preset("digits").population == sized_population(64 * 64 + 64 + 64 * 10 + 10) == 482
     assert sized_epochs(120, 64) * 2 >= MIN_GENERATIONS > (sized_epochs(120, 64) - 1) * 2
     assert sized_epochs(100_000, 64) == MIN_EPOCHS
 
