@@ -122,6 +122,12 @@ def verdict(row: dict) -> str:
     return "met" if not misses else "misses " + " and ".join(misses)
 
 
+def busy(result: dict) -> bool:
+    """Whether other work ran on the machine: load before the run, or more load after it than
+    the run's own threads (one per core at most) make."""
+    return result["load_before"] >= 0.5 or result["load_after"] > result["cores"]
+
+
 def render_markdown(result: dict) -> str:
     """results/estimator/table.md: the table, then how it was measured."""
     lines = [
@@ -130,7 +136,8 @@ def render_markdown(result: dict) -> str:
         (f"Machine: {result['cpu']}, {result['cores']} cores; {result['date']}, Python {result['python']}, "
          f"scikit-learn {result['sklearn']}, fastes {result['fastes']}. 1-minute load average "
          f"{result['load_before']:.2f} before and {result['load_after']:.2f} after"
-         + (" (**the machine was not idle**)." if max(result["load_before"], result["load_after"]) >= 0.5 else ".")),
+         + (" (**the machine was not idle**)." if busy(result) else " (an idle machine: the run's own threads "
+            "account for the load after).")),
         "",
         ("`ESClassifier(random_state=0)` against `MLPClassifier(random_state=0)`: mean accuracy over the five "
          "stratified folds of `cross_val_score(cv=5)`, and the seconds of the five fits "

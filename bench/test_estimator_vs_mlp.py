@@ -23,3 +23,9 @@ def test_verdict_names_what_a_row_misses():
     assert bench.verdict({**row, "accuracy_difference": -0.021}) == "misses accuracy"
     assert bench.verdict({**row, "time_ratio": 1.01}) == "misses fit time"
     assert bench.verdict({"accuracy_difference": -0.1, "time_ratio": 2.0}) == "misses accuracy and fit time"
+
+
+def test_busy_is_load_before_or_more_load_after_than_the_run_makes():
+    assert not bench.busy({"load_before": 0.04, "load_after": 0.7, "cores": 2})
+    assert bench.busy({"load_before": 0.6, "load_after": 0.7, "cores": 2})
+    assert bench.busy({"load_before": 0.0, "load_after": 2.5, "cores": 2})
