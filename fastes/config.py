@@ -30,7 +30,7 @@ else:  # pyproject.toml installs tomli, tomllib's original, on Python 3.10
     import tomli as tomllib
 
 #: Ranges of real-valued options (intervals as written in the options table of the docs).
-POSITIVE, NON_NEGATIVE, UNIT, FACTOR = "(0, inf)", "[0, inf)", "[0, 1)", "(0, 1]"
+POSITIVE, NON_NEGATIVE, UNIT, FACTOR, FRACTION = "(0, inf)", "[0, inf)", "[0, 1)", "(0, 1]", "(0, 1)"
 #: The evolution strategies (:mod:`fastes.strategies`), by ``--strategy`` name: whether each
 #: learns a standard deviation per parameter.
 STRATEGIES = {"openai-es": False, "pgpe": True, "snes": True}
@@ -58,7 +58,7 @@ class Option:
         The range of an ``int`` option.
     interval : str
         The range of a ``float`` option: :data:`POSITIVE`, :data:`NON_NEGATIVE`,
-        :data:`UNIT` or :data:`FACTOR`.
+        :data:`UNIT`, :data:`FACTOR` or :data:`FRACTION`.
     float32 : bool
         A ``float`` option that reaches the kernels as float32: it must be a normal
         float32 number.
@@ -323,7 +323,13 @@ def check_field(name: str, value: Any) -> Any:
     """
     if name not in OPTIONS:
         raise ConfigError(f"unknown config option {name!r}; choose one of: {', '.join(OPTIONS)}")
-    opt = OPTIONS[name]
+    return check_value(OPTIONS[name], value)
+
+
+def check_value(opt: Option, value: Any) -> Any:
+    """``value`` checked and normalised as ``opt`` declares (:func:`check_field` for a
+    :class:`Config` field; the estimator's own parameters are declared as Options too)."""
+    name = opt.name
     if value is None and opt.optional:
         return None
     if opt.kind == "choice":
@@ -431,6 +437,21 @@ def parse_hidden(value: Any) -> tuple[int, ...]:
     return tuple(int(size) for size in sizes)
 
 
+#: A population sized to its network (``ESClassifier(population=None)``, the ``digits`` preset):
+#: one member per this many parameters ...
+PARAMETERS_PER_MEMBER = 10
+#: ... and at least, at most, this many (more members than this make slow generations).
+MIN_POPULATION, MAX_POPULATION = 16, 1024
+
+
+def sized_population(n_params: int) -> int:
+    """One member per :data:`PARAMETERS_PER_MEMBER` of ``n_params`` parameters, rounded up to
+    an even number (antithetic pairs), from :data:`MIN_POPULATION` to :data:`MAX_POPULATION`:
+    the gradient estimate spreads its members over every parameter."""
+    members = 2 * math.ceil(n_params / PARAMETERS_PER_MEMBER / 2)
+    return min(MAX_POPULATION, max(MIN_POPULATION, members))
+
+
 #: What the ``pgpe`` and ``snes`` presets change: PGPE and SNES learn a standard deviation per
 #: parameter, which needs full-rank noise, so their populations are smaller than the low-rank 4096.
 _LEARNED_SIGMA_MNIST: dict[str, Any] = dict(perturbation="full", population=512, epochs=100)
@@ -457,10 +478,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds on scikit-learn's 8x8 digits
     "quick": dict(dataset="digits", hidden=(32,), population=128, sigma=0.02, perturbation="full", lr=0.03,
                   lr_schedule="constant", batch_size=64, epochs=10, max_seconds=None, fit_budget=False),
-    # small tabular problems: what :class:`fastes.ESClassifier` starts from
-    "tabular": dict(hidden=(64,), population=128, sigma=0.05, perturbation="full", lr=0.01, lr_schedule="constant",
-                    batch_size=64, epochs=20, max_seconds=None, fit_budget=False),
+    # scikit-learn's 8x8 digits, sized as :class:`fastes.ESClassifier` sizes a run (the population to the
+    # 64-64-10 network, generations enough for a small set): what a run on the digits starts from when it
+    # names no preset
+    "digits": dict(dataset="digits", hidden=(64,), population=sized_population(64 * 64 + 64 + 64 * 10 + 10),
+                   sigma=0.1, lr=0.03, batch_size=64, epochs=60, max_seconds=None, fit_budget=False),
+    # small tabular problems: what :class:`fastes.ESClassifier` starts from (which sizes the population
+    # and epochs to the data it is given; these are about its choice on the digits)
+    "tabular": dict(hidden=(32,), population=256, sigma=0.1, lr=0.02, lr_schedule="constant", batch_size=64,
+                    epochs=10, max_seconds=None, fit_budget=False),
 }
+
+
+#: Datasets with a preset of their own (named after them), where a run on them starts when it
+#: names no preset: the ``default`` preset's population and budget are sized for MNIST.
+DATASET_PRESETS = ("digits",)
 
 
 def absolute_data_dir(config: Config) -> Config:
@@ -520,10 +552,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(preset_name: str | None = None, file: str | Path | None = None, **overrides: Any) -> Config:
-    """Preset, then config file, then explicit overrides (``None`` means not given)."""
+    """Preset, then config file, then explicit overrides (``None`` means not given). With no
+    preset named (by ``preset_name`` or the file), a run on a dataset of :data:`DATASET_PRESETS`
+    starts from that dataset's preset, any other from ``default``."""
     file_values = load_toml(file) if file is not None else {}
     from_file = file_values.pop("preset", None)
-    name = preset_name if preset_name is not None else from_file if from_file is not None else "default"
+    name = preset_name if preset_name is not None else from_file
+    if name is None:  # none named: the run's dataset's own preset where it has one
+        dataset = overrides.get("dataset") or file_values.get("dataset")
+        name = dataset if dataset in DATASET_PRESETS else "default"
     if not isinstance(name, str) or name not in PRESETS:
         where = f"config file {file}: " if preset_name is None and from_file is not None else ""
         raise ConfigError(f"{where}unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

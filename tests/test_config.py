@@ -1,6 +1,7 @@
+import numpy as np
 import pytest
 
-from fastes.config import Config, PRESETS, load_toml, parse_hidden, preset, resolve
+from fastes.config import PRESETS, Config, load_toml, parse_hidden, preset, resolve
 from fastes.errors import ConfigError
 
 
@@ -81,11 +82,50 @@ def test_each_preset_is_config_defaults_but_what_it_names(name):
 
 
 def test_the_estimator_starts_from_the_tabular_preset():
+    """... with its population and epochs sized to the data, unless given."""
     from fastes import ESClassifier
-    from fastes.estimator import PARAMETERS
+    from fastes.estimator import PARAMETERS, SIZED, sized_epochs, sized_population
 
     tabular = preset("tabular")
     params = ESClassifier().get_params()
-    assert params["random_state"] is None
-    assert all(params[p] == getattr(tabular, f) for p, f in PARAMETERS.items() if p != "random_state")
-    assert ESClassifier(random_state=3)._config(3) == tabular.replace(seed=3)
+    assert params["random_state"] is None and all(params[p] is None for p in SIZED)
+    assert all(params[p] == getattr(tabular, f) for p, f in PARAMETERS.items() if p != "random_state" and p not in SIZED)
+    clf = ESClassifier(random_state=3)
+    clf.classes_ = np.arange(10)
+    n_params = 64 * 32 + 32 + 32 * 10 + 10
+    sized = tabular.replace(seed=3, population=sized_population(n_params), epochs=sized_epochs(1437, 64), threads=1)
+    assert clf._config(3, n_rows=1437, n_features=64) == sized  # a small run: one thread
+    given = ESClassifier(population=10, epochs=2, n_threads=2)
+    given.classes_ = np.arange(10)
+    assert given._config(3, n_rows=1437, n_features=64) == tabular.replace(seed=3, population=10, epochs=2, threads=2)
+    wide = ESClassifier(hidden=(1024,))
+    wide.classes_ = np.arange(10)
+    assert wide._config(3, n_rows=1437, n_features=784).threads is None  # every core for a large generation
+
+
+def test_the_sizing_rules():
+    """``population=None`` grows with the parameters, within bounds; ``epochs=None`` gives a
+    small table enough generations, a larger one the preset's passes."""
+    from fastes.config import MAX_POPULATION, MIN_POPULATION, sized_population
+    from fastes.estimator import MIN_EPOCHS, MIN_GENERATIONS, sized_epochs
+
+    assert sized_population(4) == MIN_POPULATION and sized_population(10**6) == MAX_POPULATION
+    assert sized_population(2410) == 242 and sized_population(2000) == 200  # the digits' 64-32-10 network: 2410
+    assert preset("digits").population == sized_population(64 * 64 + 64 + 64 * 10 + 10) == 482
+    assert sized_epochs(120, 64) * 2 >= MIN_GENERATIONS > (sized_epochs(120, 64) - 1) * 2
+    assert sized_epochs(100_000, 64) == MIN_EPOCHS
+
+
+def test_a_run_on_the_digits_starts_from_their_preset_unless_one_is_named(tmp_path):
+    """The digits have a preset sized for them; MNIST, a --data-dir folder and any named preset
+    are as before (a bare ``fastes train`` is the ``default`` preset)."""
+    assert resolve() == preset("default")
+    assert resolve(None, None, dataset="digits") == preset("digits")
+    assert resolve(None, None, dataset="digits", epochs=3) == preset("digits").replace(epochs=3)
+    assert resolve("default", None, dataset="digits") == preset("default").replace(dataset="digits")
+    assert resolve(None, None, data_dir=str(tmp_path)) == preset("default").replace(data_dir=str(tmp_path))
+    path = tmp_path / "run.toml"
+    path.write_text('dataset = "digits"\n')
+    assert resolve(None, path) == preset("digits")
+    path.write_text('preset = "default"\ndataset = "digits"\n')
+    assert resolve(None, path) == preset("default").replace(dataset="digits")

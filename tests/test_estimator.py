@@ -1,15 +1,20 @@
+import math
 import pickle
+import warnings
 
 import numba
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
-from sklearn.model_selection import GridSearchCV
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastes import ESClassifier
+from fastes.estimator import MIN_GENERATIONS, sized_epochs, sized_population
 
 SMALL = dict(hidden=(16,), population=32, epochs=30, batch_size=32, lr=0.03, sigma=0.05, random_state=0)
 
@@ -64,8 +69,8 @@ def test_invalid_hyperparameter_is_a_value_error():
         ESClassifier(sigma=-1).fit(np.zeros((4, 2)), [0, 1, 0, 1])
 
 
-@pytest.mark.parametrize("strategy", [dict(strategy="pgpe", optimizer="clipup", lr=0.05),
-                                      dict(strategy="snes", shaping="nes", optimizer="sgd", lr=1.0)],
+@pytest.mark.parametrize("strategy", [dict(strategy="pgpe", perturbation="full", optimizer="clipup", lr=0.05),
+                                      dict(strategy="snes", perturbation="full", shaping="nes", optimizer="sgd", lr=1.0)],
                          ids=["pgpe", "snes"])
 def test_learned_sigma_strategies_fit_and_partial_fit_continues(strategy):
     """partial_fit carries the standard deviations from call to call: epochs calls train fit's model."""
@@ -80,7 +85,7 @@ def test_learned_sigma_strategies_fit_and_partial_fit_continues(strategy):
     np.testing.assert_array_equal(stepped.coefs_[0], fitted.coefs_[0])
     assert fitted.score(X / 16, y) > 0.5
     with pytest.raises(ValueError, match="full-rank noise"):
-        ESClassifier(**params, perturbation="lowrank").fit(X / 16, y)
+        ESClassifier(**{**params, "perturbation": "lowrank"}).fit(X / 16, y)
 
 
 # --------------------------------------------------------------------------- options reach the fit
@@ -149,12 +154,77 @@ def test_n_threads_applies_to_the_call_only(digits):
 
 
 def test_values_beyond_float32_are_refused_without_a_warning():
-    import warnings
-
     X, y = load_digits(return_X_y=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(ValueError, match="beyond float32's range .*StandardScaler"):
-            ESClassifier(**TINY).fit(X * 1e300, y)
+        with pytest.raises(ValueError, match="beyond float32's range .*scale_inputs=True"):
+            ESClassifier(**TINY, scale_inputs=False).fit(X * 1e300, y)
+        scaled = ESClassifier(**TINY).fit(X * 1e300, y)  # standardised first: the scale of X is gone
+        assert np.mean(scaled.predict(X * 1e300) == ESClassifier(**TINY).fit(X, y).predict(X)) > 0.99
         with pytest.raises(ValueError, match="outside float32's normal range"):
             ESClassifier(**{**TINY, "lr": 1e39}).fit(X, y)
+
+
+# --------------------------------------------------------------------------- defaults that fit the data (issue 26)
+
+
+@pytest.mark.parametrize("load", [load_iris, load_wine, load_breast_cancer], ids=["iris", "wine", "breast_cancer"])
+def test_a_default_estimator_learns_small_tables_as_mlpclassifier_does(load):
+    """5-fold accuracy of ESClassifier(random_state=0) within a few points of
+    MLPClassifier(random_state=0), both with defaults, on the raw features (wine's span
+    0.1 to 1680: ESClassifier scales them itself)."""
+    X, y = load(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp = cross_val_score(MLPClassifier(random_state=0), X, y, cv=5).mean()
+    es = cross_val_score(ESClassifier(random_state=0), X, y, cv=5).mean()
+    assert es >= mlp - 0.03, (es, mlp)
+    assert es >= 0.94, es
+
+
+def test_scaling_is_learned_in_fit_applied_in_predict_and_can_be_turned_off():
+    X, y = load_wine(return_X_y=True)
+    X = np.column_stack([X, np.full(len(X), 7.0)])  # a constant feature: divided by 1, not by 0
+    clf = ESClassifier(**TINY).fit(X, y)
+    np.testing.assert_allclose(clf.input_mean_, X.mean(axis=0))
+    np.testing.assert_allclose(clf.input_scale_[:-1], X[:, :-1].std(axis=0))
+    assert clf.input_scale_[-1] == 1.0
+    scaled = np.clip((X - clf.input_mean_) / clf.input_scale_, -3, 3)
+    same = ESClassifier(**TINY, scale_inputs=False).fit(scaled, y)
+    np.testing.assert_array_equal(same.predict_proba(scaled), clf.predict_proba(X))
+    assert same.input_mean_ is None and same.input_scale_ is None
+    clone = pickle.loads(pickle.dumps(clf))  # the scaling travels with the model
+    np.testing.assert_array_equal(clone.predict_proba(X), clf.predict_proba(X))
+
+
+def test_partial_fit_keeps_the_first_calls_scaling(digits):
+    X, y = digits
+    clf = ESClassifier(**TINY).partial_fit(X[:900], y[:900], classes=np.arange(10))
+    mean = clf.input_mean_.copy()
+    clf.partial_fit(X[900:] * 2, y[900:])
+    np.testing.assert_array_equal(clf.input_mean_, mean)
+
+
+def test_sized_defaults_and_given_values():
+    """population and epochs None are sized to the data; given, they are used as they are."""
+    X, y = load_iris(return_X_y=True)
+    sized = ESClassifier(random_state=0).fit(X, y)
+    n_params = 4 * 32 + 32 + 32 * 3 + 3
+    assert sized.config_.population == sized_population(n_params)
+    assert sized.config_.epochs == sized_epochs(150, 64)
+    assert sized.n_generations_ >= MIN_GENERATIONS
+    given = ESClassifier(random_state=0, population=8, epochs=2).fit(X, y)
+    assert (given.config_.population, given.config_.epochs, given.n_generations_) == (8, 2, 2 * 3)
+
+
+def test_early_stopping_keeps_the_best_validation_model():
+    X, y = load_breast_cancer(return_X_y=True)
+    clf = ESClassifier(random_state=0, epochs=60, early_stopping=True, n_iter_no_change=3).fit(X, y)
+    scores = clf.validation_scores_
+    assert len(scores) < 60  # stopped before its epochs
+    assert clf.best_validation_score_ == max(scores)
+    assert all(s <= max(scores) for s in scores[-3:]) and scores.index(max(scores)) == len(scores) - 4
+    assert clf.history_[-1]["test_accuracy"] == scores[-1]  # the held-out rows are the run's test split
+    assert clf.n_generations_ == len(scores) * math.ceil(round(0.9 * len(y)) / 64)
+    assert clf.score(X, y) > 0.9
+    assert ESClassifier(random_state=0, epochs=2).fit(X, y).validation_scores_ is None

@@ -4,12 +4,13 @@ declarations, and the command line refuses bad values naming the flag."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fastes import ESClassifier
 from fastes.cli.main import build_parser, main, options_markdown
 from fastes.config import OPTIONS, RESUME_OPTIONS, load_toml, preset, resolve
-from fastes.estimator import PARAMETERS
+from fastes.estimator import OWN, PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,9 +52,11 @@ def test_every_option_is_a_flag_and_a_toml_key(tmp_path):
     assert all(getattr(args, name) is None for name in OPTIONS)  # not given: the preset decides
 
 
-def test_estimator_parameters_are_the_exposed_options():
+def test_estimator_parameters_are_the_exposed_options_and_its_own():
     exposed = {opt.parameter for opt in OPTIONS.values() if opt.parameter}
-    assert set(ESClassifier().get_params()) == exposed == set(PARAMETERS)
+    assert exposed == set(PARAMETERS) and not exposed & set(OWN)
+    assert set(ESClassifier().get_params()) == exposed | set(OWN)
+    assert {p: v for p, v in ESClassifier().get_params().items() if p in OWN} == {p: d for p, (d, _) in OWN.items()}
     assert {"lr_decay", "sigma_decay", "sigma_schedule", "momentum", "beta1", "beta2"} <= exposed
     with pytest.raises(TypeError, match="colour"):
         ESClassifier(colour="red")
@@ -67,7 +70,7 @@ def _other_value(name: str, value):
     if opt.kind == "bool":
         return not value
     if opt.kind == "int":
-        return 1 if value is None else value + 1
+        return 2 if value is None else value + 1
     if opt.kind == "hidden":
         return (3,)
     if opt.kind == "text":
@@ -80,12 +83,27 @@ def test_every_estimator_parameter_reaches_the_config():
     # every strategy but openai-es refuses the low-rank noise and sigma schedule changed here: on its own below
     changed = {param: _other_value(name, defaults[param]) for param, name in PARAMETERS.items()
                if name not in ("seed", "strategy")}
-    config = ESClassifier(**changed)._config(seed=7)
+    config = _fitted_config(ESClassifier(**changed))
     for param, value in changed.items():
         assert getattr(config, PARAMETERS[param]) == value, param
     assert config.seed == 7
     strategy = _other_value("strategy", defaults["strategy"])
-    assert ESClassifier(strategy=strategy)._config(seed=7).strategy == strategy
+    assert _fitted_config(ESClassifier(strategy=strategy, perturbation="full")).strategy == strategy
+
+
+def _fitted_config(estimator: ESClassifier):
+    """The config ``estimator`` would train with on 100 rows of 4 features and 3 classes."""
+    estimator.classes_ = np.arange(3)
+    return estimator._config(seed=7, n_rows=100, n_features=4)
+
+
+@pytest.mark.parametrize("param,value", [("scale_inputs", 1), ("early_stopping", "yes"),
+                                         ("validation_fraction", 1.0), ("validation_fraction", 0),
+                                         ("n_iter_no_change", 0)])
+def test_the_estimators_own_parameters_are_checked_as_options_are(param, value):
+    X, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
+    with pytest.raises(ValueError, match=param):
+        ESClassifier(**{"early_stopping": True, param: value}).fit(X, y)
 
 
 def test_resume_options_are_declared():

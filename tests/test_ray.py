@@ -62,8 +62,8 @@ def test_dead_worker_is_reported_and_run_resumes_on_fewer_workers(tmp_path, quic
     assert model_bytes(out) == model_bytes(quick_run)
 
 
-@pytest.mark.parametrize("strategy", [dict(), dict(strategy="pgpe", optimizer="clipup", lr=0.05),
-                                      dict(strategy="snes", shaping="nes", optimizer="sgd", lr=1.0),
+@pytest.mark.parametrize("strategy", [dict(), dict(strategy="pgpe", perturbation="full", optimizer="clipup", lr=0.05),
+                                      dict(strategy="snes", perturbation="full", shaping="nes", optimizer="sgd", lr=1.0),
                                       dict(activation="sign", loss="zero-one", sigma=0.2)],
                          ids=["openai-es", "pgpe", "snes", "sign-zero-one"])
 def test_estimator_on_ray_matches_numba(strategy):

@@ -1,6 +1,7 @@
 """results/ and the pages that quote it: every results file the README or a docs page shows
 exists, and every figure they quote is a file in results/ (a run's summary.json, or a row of
-results/benchmark.md, results/strategies.md or results/peers.md) that this test reads."""
+results/benchmark.md, results/strategies.md, results/peers.md or results/estimator/table.md)
+that this test reads."""
 
 import json
 import re
@@ -12,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 DOCS = ROOT / "docs"
 README = (ROOT / "README.md").read_text()
-PAGE = {name: (DOCS / f"{name}.md").read_text() for name in ("trained-runs", "strategies", "performance", "peers")}
+PAGE = {name: (DOCS / f"{name}.md").read_text()
+        for name in ("trained-runs", "strategies", "performance", "peers", "estimator")}
 #: The runs the README and the Results page quote.
 RUNS = ("seed", "seed-numpy", "default")
 README_RUNS = ("seed", "default", "binary")
@@ -192,3 +194,28 @@ def test_frontier_tables_are_rows_of_results_frontier():
     section = PAGE["trained-runs"].split(begin, 1)[1].split(end, 1)[0]
     rows = table_rows(section)
     assert rows and set(rows) == set(table_rows(frontier))
+
+
+def test_estimator_page_quotes_results_estimator():
+    """docs/estimator.md's comparison with MLPClassifier is results/estimator/table.md's table,
+    row for row, every table and both ways of feeding it; every decimal figure of its prose is
+    in that file; and that file is what bench/estimator_vs_mlp.py renders from table.json."""
+    import importlib.util
+
+    table_md = (RESULTS / "estimator" / "table.md").read_text()
+    result = json.loads((RESULTS / "estimator" / "table.json").read_text())
+    spec = importlib.util.spec_from_file_location("estimator_vs_mlp", ROOT / "bench" / "estimator_vs_mlp.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.render_markdown(result) == table_md, "results/estimator/table.md is not table.json's rendering"
+    assert {(r["data"], r["preprocessing"]) for r in result["rows"]} == {
+        (data, features) for data in bench.DATASETS for features in bench.FEATURES}
+    section = PAGE["estimator"].split("## Against MLPClassifier", 1)[1].split("\n## ", 1)[0]
+    rows = table_rows(section)
+    assert rows == table_rows(table_md), "docs/estimator.md's comparison is not results/estimator/table.md's table"
+    prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
+    for figure in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", prose):
+        assert figure in table_md, f"estimator.md quotes {figure}, which is not in results/estimator/table.md"
+    assert "results/estimator/table.md" in section and "bench/estimator_vs_mlp.py" in section
+    if "not idle" in table_md:  # the run's own warning travels with its figures
+        assert "not idle" in section

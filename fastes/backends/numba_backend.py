@@ -5,6 +5,7 @@ builds its driver and workers from (:class:`NoiseSum`, :class:`ModelMetrics`).""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 import numba
 import numpy as np
@@ -13,6 +14,13 @@ from threadpoolctl import ThreadpoolController
 from . import kernels, workspace
 from ..errors import ConfigError
 from .protocol import InProcess, batch_rows, train_labels
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    """The process's BLAS libraries, found once: looking them up reads the loaded libraries
+    of the process, a cost each small ``ESClassifier.fit`` would otherwise pay again."""
+    return ThreadpoolController()
 
 
 def set_threads(threads: int | None) -> int:
@@ -48,7 +56,7 @@ class NoiseSum:
         self.stacks = workspace.lowrank_stacks(layout, config.n_noise, config.rank) if self.lowrank else None
         # Low-rank GEMM blocks on a pool of one-thread BLAS calls: BLAS's own threads, spinning
         # after a call, would take the cores from the next kernel's threads.
-        self.blas = ThreadpoolController() if self.lowrank else None
+        self.blas = _blas_controller() if self.lowrank else None
         threads = numba.get_num_threads()
         gemm_threads = threads if self.lowrank and threads > 1 else 0
         self.pool = ThreadPoolExecutor(gemm_threads, thread_name_prefix="fastes-gemm") if gemm_threads else None

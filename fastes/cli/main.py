@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model and write results to a folder")
-    t.add_argument("--preset", choices=list(PRESETS), help="starting configuration (default: default)")
+    t.add_argument("--preset", choices=list(PRESETS), help="starting configuration (default: digits with "
+                   "--dataset digits, else default)")
     t.add_argument("--config", help="TOML file of options (flags override it)")
     t.add_argument("--out", help="results folder (default: runs/<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
