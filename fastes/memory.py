@@ -105,6 +105,9 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
         # at the training density), and a float32 copy of a batch at a time
         "sparse copies of the data": 8 * (nnz + n_train + 1) + 8 * (nnz * n_test // max(n_train, 1) + n_test + 1),
         "evaluation logits": (n_train + n_test) * (n_classes * (4 + 3 * 8) + 4 * widest),
+        # --shift: the moved training rows (indices and values) and each entry's row and pixel
+        # (int32, two narrow ints), beside the unmoved CSR copy (fastes.io.data.ShiftedRows)
+        "shifted training rows": (8 * (nnz + n_train + 1) + 6 * nnz) if config.shift else 0,
     }
     if config.backend == "numpy":
         chunk = min(MEMBER_CHUNK, n_noise) * (2 if config.antithetic else 1)

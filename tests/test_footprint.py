@@ -71,3 +71,20 @@ def test_generations_allocate_nothing(seed_run):
 def test_results_are_written_with_small_temporaries(seed_run):
     # the training split's logits in float64 are 4.6 MiB; a dense float32 copy of the test split 30 MiB
     assert seed_run["results_peak"] <= seed_run["held"] + 24 * MIB
+
+
+def test_the_estimate_counts_the_shifted_rows():
+    """``--shift`` keeps a moved copy of the training rows beside the unmoved CSR, and each
+    entry's row and pixel: the memory estimate adds what ShiftedRows holds."""
+    from fastes.config import preset
+    from fastes.io.data import load_dataset, shifted
+    from fastes.memory import run_bytes
+
+    ds = load_dataset("digits")
+    _, rows = shifted(ds, 1, 0)
+    held = sum(a.nbytes for a in rows._csr) + rows._entry_row.nbytes + sum(a.nbytes for a in rows._at)
+    shape = (len(ds.y_train), len(ds.y_test), ds.n_features, ds.n_classes)
+    config = preset("quick")
+    extra = run_bytes(config.replace(shift=1), *shape, nnz=ds.nnz("train"))["shifted training rows"]
+    assert run_bytes(config, *shape, nnz=ds.nnz("train"))["shifted training rows"] == 0
+    assert held <= extra <= 1.1 * held
