@@ -22,14 +22,17 @@ or ``--only ste`` reruns one side and keeps the other's curve from OUT/binary-vs
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import peers
 import peer_tools as tools
+
+from fastes.cli.bench import cpu_model
+from fastes.io.report import read_metrics_csv
 
 #: Training times (s) the table reports, those within the budget.
 TABLE_TIMES = (10.0, 20.0, 60.0, 300.0, 600.0)
@@ -47,27 +50,13 @@ def fastes_run(out: Path, seconds: float) -> dict:
 def read_run(out: Path) -> dict:
     """A fastes run folder as a curve: its test evaluations (seconds of training, generation,
     test accuracy) and its summary."""
-    with open(out / "metrics.csv", newline="") as fh:
-        rows = [{"seconds": float(r["wall_seconds"]), "generation": int(r["generation"]),
-                 "test_accuracy": float(r["test_accuracy"])} for r in csv.DictReader(fh) if r["test_accuracy"]]
+    rows = [{"seconds": r["wall_seconds"], "generation": int(r["generation"]), "test_accuracy": r["test_accuracy"]}
+            for r in read_metrics_csv(out / "metrics.csv") if math.isfinite(r["test_accuracy"])]
     summary = json.loads((out / "summary.json").read_text())
     return {"tool": "fastes", "implementation": f"`fastes train --preset {CONFIG}` (ES, Numba kernels)",
             "threads": summary["threads"], "generations": summary["generations"],
             "train_seconds": summary["wall_seconds"], "final_test_accuracy": summary["final"]["test_accuracy"],
             "evaluations": rows}
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.machine()
 
 
 def table(result: dict) -> str:
@@ -78,7 +67,8 @@ def table(result: dict) -> str:
     for run in result["runs"]:
         evaluations = run["evaluations"]
         # a run that completed its schedule inside the budget keeps its final model to the end
-        accs = [peers.accuracy_at(evaluations, t) or evaluations[-1]["test_accuracy"] for t in times]
+        accs = [peers.accuracy_at(evaluations, t) for t in times]
+        accs = [evaluations[-1]["test_accuracy"] if a is None else a for a in accs]
         cells = [LABELS[run["tool"]], *[f"{a:.4f}" for a in accs],
                  f"{evaluations[-1]['test_accuracy']:.4f}", f"{run['train_seconds']:.0f}", str(run["generations"]),
                  f"{run['train_seconds'] / run['generations'] * 1e3:.2f}"]
@@ -149,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(fastes_run(args.out / CONFIG, args.seconds))
         else:
             runs.append(peers.work(tool, CONFIG, args.seconds, args.eval_every))
-    result = {"seconds": args.seconds, "machine": f"{cpu_name()}, {peers.cores()} cores", "network": "-".join(map(str, (784, *config.hidden, 10))) +
+    result = {"seconds": args.seconds, "machine": f"{cpu_model()}, {peers.cores()} cores", "network": "-".join(map(str, (784, *config.hidden, 10))) +
               f", {config.activation} neurons", "runs": runs}
     write(result, args.out)
     return 0

@@ -177,17 +177,15 @@ def run_folders() -> list[tuple[str, Path]]:
 def run_as_trial(name: str, folder: Path) -> dict:
     """A ``fastes train`` run folder as a trial: its config's changes from the default
     preset, and its test curve by generations (metrics.csv)."""
-    import csv
-
     from fastes.config import PRESETS, Config
+    from fastes.io.report import read_metrics_csv
 
     summary = json.loads((folder / "summary.json").read_text())
     config, default = summary["config"], Config(**PRESETS["default"]).to_dict()
     ignore = {"epochs", "max_seconds", "fit_budget", "threads"}
     changes = {k: v for k, v in config.items() if k not in ignore and v != default[k]}
-    with (folder / "metrics.csv").open() as fh:
-        curve = [{"generation": int(r["generation"]), "epoch": float(r["epoch"]), "test": float(r["test_accuracy"])}
-                 for r in csv.DictReader(fh)]
+    curve = [{"generation": int(r["generation"]), "epoch": r["epoch"], "test": r["test_accuracy"]}
+             for r in read_metrics_csv(folder / "metrics.csv")]
     final = summary["final"]
     return {"name": name, "epochs": config["epochs"], "set": changes, "shift": config.get("shift", 0), "ema": [],
             "generations": summary["generations"], "curve": curve,

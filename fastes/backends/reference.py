@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..layout import ParamLayout
+from ..layout import BINARY_ACTIVATIONS, ParamLayout
 
 #: Members whose parameters are materialised at once.
 MEMBER_CHUNK = 32
@@ -31,8 +31,9 @@ def _binary(low: float):
     return activation
 
 
-#: The hidden activations by ``--activation`` name.
-ACTIVATION_FUNCTIONS = {"relu": relu, "tanh": np.tanh, "sign": _binary(-1.0), "step": _binary(0.0)}
+#: The hidden activations by ``--activation`` name (the binary ones from their two values).
+ACTIVATION_FUNCTIONS = {"relu": relu, "tanh": np.tanh,
+                        **{name: _binary(low) for name, (low, _) in BINARY_ACTIVATIONS.items()}}
 
 
 def hidden_layers(theta: np.ndarray, layout: ParamLayout, x: np.ndarray) -> list[np.ndarray]:
