@@ -137,6 +137,10 @@ class Config:
     data_dir: str | None = option(None, "read MNIST-format IDX files from this folder instead (Fashion-MNIST, "
                                   "KMNIST...); recorded as an absolute path", "text", metavar="DIR", estimator=None,
                                   resume=True)
+    pca: int = option(0, "feed the network each image's coordinates on the first K principal directions of the "
+                      "training images (centred) instead of its pixels: a first layer K wide, whose noise ES "
+                      "averages out faster; 0: the features as they are", "int", minimum=0, metavar="K",
+                      estimator=None)
     # model
     hidden: tuple[int, ...] = option((128,), "hidden layer sizes (empty: a linear model)", "hidden", metavar="16,16")
     activation: str = option("relu", "hidden layers' activation: ReLU, tanh, or binary neurons with no useful "
@@ -199,8 +203,7 @@ class Config:
     batch_size: int = option(256, "training rows per generation", "int", metavar="N")
     shift: int = option(0, "augment the training images: each epoch moves every one by its own (dy, dx) pixels, "
                         "each drawn from -N..N from (seed, epoch), on its non-zero pixels (those moved off the image "
-                        "are dropped); 0: off", "int", minimum=0, maximum=7, metavar="N", estimator=None,
-                        used_when=("backend", ("numba", "numpy")))
+                        "are dropped); 0: off", "int", minimum=0, maximum=7, metavar="N", estimator=None)
     shuffle: bool = option(True, "a new order of the training rows each epoch, from (seed, epoch); off: in order",
                            "bool")
     epochs: int = option(60, "passes over the training data (and the length of a cosine lr schedule)", "int",
@@ -247,9 +250,6 @@ class Config:
         if self.fit_budget and self.max_seconds is None:
             raise ConfigError("fit_budget plans the epochs that --max-seconds holds, but max_seconds is not set; "
                               "give --max-seconds S, or drop --fit-budget")
-        if self.shift and self.backend == "ray":
-            raise ConfigError("--shift moves the training images in this process, which Ray workers do not see; "
-                              "use --backend numba, or drop --shift")
         if self.learns_sigma:
             _check_learned_sigma(self)
         if self.sigma_schedule == "exponential":
@@ -452,9 +452,12 @@ def sized_population(n_params: int) -> int:
     return min(MAX_POPULATION, max(MIN_POPULATION, members))
 
 
+#: The presets that train on the pixels as they are, whatever the default preset does
+_PIXELS: dict[str, Any] = dict(pca=0, shift=0)
+
 #: What the ``pgpe`` and ``snes`` presets change: PGPE and SNES learn a standard deviation per
 #: parameter, which needs full-rank noise, so their populations are smaller than the low-rank 4096.
-_LEARNED_SIGMA_MNIST: dict[str, Any] = dict(perturbation="full", population=512, epochs=100)
+_LEARNED_SIGMA_MNIST: dict[str, Any] = dict(perturbation="full", population=512, epochs=100, **_PIXELS)
 
 #: Named starting points, each as its differences from :class:`Config`'s defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -465,7 +468,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # batches in order, 100 epochs
     "seed": dict(hidden=(16, 16), init="normal", population=8, sigma=0.001, antithetic=False, shaping="zscore",
                  perturbation="full", loss="mse", optimizer="sgd", lr=0.001, lr_schedule="constant", batch_size=64,
-                 shuffle=False, epochs=100, max_seconds=None, fit_budget=False),
+                 shuffle=False, epochs=100, max_seconds=None, fit_budget=False, **_PIXELS),
     # EvoTorch's and EvoJAX's PGPE: symmetric sampling, centred ranks, ClipUp with lr = max_speed / 2
     # (the ClipUp paper's rule); momentum, sigma_lr and the 20% limit on sigma steps are the options' defaults
     "pgpe": dict(**_LEARNED_SIGMA_MNIST, strategy="pgpe", sigma=0.02, optimizer="clipup", lr=0.2),
@@ -473,20 +476,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     # sigma learning rate (sigma_lr left unset)
     "snes": dict(**_LEARNED_SIGMA_MNIST, strategy="snes", shaping="nes", optimizer="sgd", lr=2.0),
     # binary neurons (sign: -1 or +1), which backpropagation cannot train without a surrogate
-    # gradient: the default run's ES, low-rank noise and budget on them
-    "binary": dict(activation="sign"),
+    # gradient: the default run's ES, low-rank noise and budget on them, on the pixels
+    "binary": dict(activation="sign", **_PIXELS),
     # seconds on scikit-learn's 8x8 digits
     "quick": dict(dataset="digits", hidden=(32,), population=128, sigma=0.02, perturbation="full", lr=0.03,
-                  lr_schedule="constant", batch_size=64, epochs=10, max_seconds=None, fit_budget=False),
+                  lr_schedule="constant", batch_size=64, epochs=10, max_seconds=None, fit_budget=False, **_PIXELS),
     # scikit-learn's 8x8 digits, sized as :class:`fastes.ESClassifier` sizes a run (the population to the
     # 64-64-10 network, generations enough for a small set): what a run on the digits starts from when it
     # names no preset
     "digits": dict(dataset="digits", hidden=(64,), population=sized_population(64 * 64 + 64 + 64 * 10 + 10),
-                   sigma=0.1, lr=0.03, batch_size=64, epochs=60, max_seconds=None, fit_budget=False),
+                   sigma=0.1, lr=0.03, batch_size=64, epochs=60, max_seconds=None, fit_budget=False, **_PIXELS),
     # small tabular problems: what :class:`fastes.ESClassifier` starts from (which sizes the population
     # and epochs to the data it is given; these are about its choice on the digits)
     "tabular": dict(hidden=(32,), population=256, sigma=0.1, lr=0.02, lr_schedule="constant", batch_size=64,
-                    epochs=10, max_seconds=None, fit_budget=False),
+                    epochs=10, max_seconds=None, fit_budget=False, **_PIXELS),
 }
 
 

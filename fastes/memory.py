@@ -88,7 +88,7 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
     from .strategies.optimizers import make_optimizer
     from .backends.reference import MEMBER_CHUNK
 
-    layout = ParamLayout((n_features, *config.hidden, n_classes))
+    layout = ParamLayout((config.pca or n_features, *config.hidden, n_classes))
     dims, size = layout.dims, layout.size
     batch, n_noise = min(config.batch_size, n_train), config.n_noise
     learned = config.learns_sigma
@@ -108,6 +108,9 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
         # --shift: the moved training rows (indices and values) and each entry's row and pixel
         # (int32, two narrow ints), beside the unmoved CSR copy (fastes.io.data.ShiftedRows)
         "shifted training rows": (8 * (nnz + n_train + 1) + 6 * nnz) if config.shift else 0,
+        # --pca: both splits' coordinates (float32) and their CSR column numbers (int32), and the
+        # float64 covariance with its eigenvectors (fastes.io.projection)
+        "principal coordinates": ((n_train + n_test) * (8 * config.pca + 8) + 24 * n_features**2) if config.pca else 0,
     }
     if config.backend == "numpy":
         chunk = min(MEMBER_CHUNK, n_noise) * (2 if config.antithetic else 1)
@@ -145,7 +148,7 @@ def check_fits(config, dataset) -> None:
             f"this run needs about {format_bytes(total)} of memory ({top}: {format_bytes(terms[top])}) but "
             f"{format_bytes(available)} is available; {_what_fits(config, need, available)}"
         )
-    layout = ParamLayout((dataset.n_features, *config.hidden, dataset.n_classes))
+    layout = ParamLayout((config.pca or dataset.n_features, *config.hidden, dataset.n_classes))
     length = layout.noise_size(config.perturbation, config.rank)
     if length > TABLE_SIZE:
         bias = layout.lowrank_size(0)  # a low-rank vector holds rank * (fan_in + fan_out) + fan_out per layer

@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 
 from .backends import make_backend, predict_logits
-from .io.data import Dataset, epoch_order, load_dataset, shifted
+from .io.data import Dataset, epoch_order, load_dataset
+from .io.projection import network_inputs
 from .diagnose import divergence_message
 from .errors import DivergenceError
 from .backends.reference import losses_from_logits
@@ -102,13 +103,17 @@ class Trainer:
     def __init__(self, config, dataset: Dataset | None = None, progress: Callable[[dict], None] | None = None):
         self.config = config
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
-        ds = self.dataset
+        made = network_inputs(config, self.dataset)
+        #: What the model is scored on: the dataset, or its ``--pca`` coordinates (unmoved)
+        self.inputs = made.scored
+        #: ``--shift``'s mover of the training rows the backend holds (None without)
+        self.shifted = made.moves
+        #: ``--pca``'s mean and directions (None without)
+        self.projection = made.projection
+        ds = made.train
         self.layout, self.table, self.es = build_strategy(config, ds)
-        #: The training images as this epoch moved them (``--shift``), which the backend trains on
-        self.shifted = None
-        if config.shift:
-            ds, self.shifted = shifted(ds, config.shift, config.seed)
-        self.backend = make_backend(config, self.layout, self.table, ds, in_memory=dataset is not None)
+        self.backend = make_backend(config, self.layout, self.table, ds, in_memory=dataset is not None,
+                                    projection=self.projection)
         self.n_train = len(ds.y_train)
         self.n_batches = math.ceil(self.n_train / config.batch_size)
         self.total_generations = config.epochs * self.n_batches
@@ -130,11 +135,11 @@ class Trainer:
     def logits(self, theta: np.ndarray, split: str) -> np.ndarray:
         """Logits (N, C) of ``theta`` on the dataset's ``"train"`` or ``"test"`` split (its CSR
         form is built once, by the dataset)."""
-        return predict_logits(theta, self.layout, csr=self.dataset.csr(split))
+        return predict_logits(theta, self.layout, csr=self.inputs.csr(split))
 
     def evaluate(self, theta: np.ndarray, split: str) -> tuple[float, float]:
         """Mean loss and accuracy of ``theta`` on the ``"train"`` or ``"test"`` split."""
-        y = self.dataset.split(split)[1]
+        y = self.inputs.split(split)[1]
         if len(y) == 0:
             return float("nan"), float("nan")
         row_loss, ok = losses_from_logits(self.logits(theta, split), y, self.config.loss)

@@ -49,7 +49,7 @@ def test_binary_model_file_is_binary_and_evaluate_reproduces_it(tmp_path, run_cl
     args = ["train", "--preset", "quick", "--hidden", "64", "--activation", "step", "--loss", "zero-one",
             "--population", "256", "--sigma", "0.2", "--lr", "0.1", "--epochs", "2", "--out", str(out), "--quiet"]
     assert run_cli(args)[0] == 0
-    layout, _, config = load_model(out / "model.npz")
+    layout, _, config, _ = load_model(out / "model.npz")
     assert layout.activation == config["activation"] == "step"
     result = evaluate_model(out / "model.npz")
     summary = json.loads((out / "summary.json").read_text())

@@ -82,6 +82,15 @@ def test_estimator_on_ray_matches_numba(strategy):
         np.testing.assert_array_equal(a.state_.sigma, b.state_.sigma)
 
 
+def test_pca_and_shift_on_ray_equal_numba():
+    """Workers project their own copy of the data on the driver's --pca directions and move
+    its rows each epoch as the driver does: the trajectory is numba's, bit for bit."""
+    cfg = preset("quick").replace(pca=20, shift=1, epochs=2, population=32)
+    local = Trainer(cfg).run()
+    remote = Trainer(cfg.replace(backend="ray", workers=2)).run()
+    np.testing.assert_array_equal(local.theta, remote.theta)
+
+
 def test_more_workers_than_noise_vectors():
     with pytest.raises(BackendError, match="at most"):
         Trainer(preset("quick").replace(population=4, workers=3, backend="ray"))

@@ -15,16 +15,17 @@ from .numpy_backend import NumpyBackend
 from .protocol import Backend, batch_rows, train_labels
 
 
-def make_backend(config, layout, table, dataset, in_memory: bool = False) -> Backend:
+def make_backend(config, layout, table, dataset, in_memory: bool = False, projection=None) -> Backend:
     """The backend named by ``config.backend``; ``in_memory`` data cannot be reloaded by
-    name (remote workers must be sent it)."""
+    name (remote workers must be sent it), and remote workers project theirs on the
+    driver's ``--pca`` ``projection``."""
     if config.backend == "numba":
         return NumbaBackend(config, layout, table, dataset)
     if config.backend == "numpy":
         return NumpyBackend(config, layout, table, dataset)
     from .ray_backend import RayBackend
 
-    return RayBackend(config, layout, table, dataset, in_memory=in_memory)
+    return RayBackend(config, layout, table, dataset, in_memory=in_memory, projection=projection)
 
 
 __all__ = ["Backend", "ModelMetrics", "NoiseSum", "NumbaBackend", "NumpyBackend", "batch_rows", "make_backend",

@@ -14,6 +14,8 @@ parameter count P. The state crosses the network once, when training starts or r
 
 from __future__ import annotations
 
+import math
+
 import socket
 
 import numpy as np
@@ -67,17 +69,22 @@ class _Worker:
         otherwise the worker loads the dataset by name.
     """
 
-    def __init__(self, config: dict, members: int, arrays=None):
+    def __init__(self, config: dict, members: int, arrays=None, projection=None):
         from ..config import Config
         from ..io.data import Dataset, load_dataset
+        from ..io.projection import network_inputs
 
         cfg = Config(**{**config, "backend": "numba", "address": None})
-        if arrays is not None:
+        #: --shift's mover of the training rows, set to each generation's epoch (None: no moves)
+        self.moves = None
+        if arrays is not None:  # the driver's inputs as they are
             x, y, n_classes = arrays
             empty = np.zeros((0, x.shape[1]), dtype=np.float32)
             dataset = Dataset("array", x, y, empty, np.zeros(0, np.int32), n_classes, (1, x.shape[1]))
-        else:
-            dataset = load_dataset(cfg.dataset, cfg.data_dir)
+        else:  # the same inputs as the driver's, from the data, the seed and the driver's --pca directions
+            made = network_inputs(cfg, load_dataset(cfg.dataset, cfg.data_dir), projection)
+            dataset, self.moves = made.train, made.moves
+        self.n_batches = math.ceil(len(dataset.y_train) / cfg.batch_size)
         self.layout, self.table, self.es = build_strategy(cfg, dataset)
         threads = set_threads(cfg.threads)
         self.noise = NoiseSum(cfg, self.layout, self.table)
@@ -107,6 +114,8 @@ class _Worker:
             self.state = self.es.update(self.state, self.population.offsets, weights, self.noise, lr)
         if self.state.generation != generation:
             raise RuntimeError(f"worker at generation {self.state.generation}, asked for {generation}")
+        if self.moves is not None:  # a generation's epoch is its count of whole epochs of batches
+            self.moves.set_epoch(generation // self.n_batches)
         self.population = self.es.ask(self.state, sigma)
         losses = self.workspace.losses(self.state.theta, self.table, np.ascontiguousarray(self.population.offsets[k0:k1]),
                                        self.population.scale, self.csr, rows, self.labels, self.loss_code)
@@ -127,9 +136,11 @@ class RayBackend(NoiseSum):
     in_memory : bool
         The data exists only in this process (the estimator's arrays): ship it to the
         workers instead of letting them load it by name.
+    projection : Projection, optional
+        ``--pca``'s directions, which the workers project their data on.
     """
 
-    def __init__(self, config, layout, table, dataset, in_memory: bool = False):
+    def __init__(self, config, layout, table, dataset, in_memory: bool = False, projection=None):
         ray = _import_ray()
         self.ray = ray
         self.layout = layout
@@ -152,10 +163,15 @@ class RayBackend(NoiseSum):
         threads = config.threads or 1
         remote = ray.remote(num_cpus=threads)(_Worker)
         cfg = {**config.to_dict(), "threads": threads}
-        # Workers load the dataset themselves from its name or --data-dir; data that only
-        # exists in this process (the estimator's arrays) goes through the object store once.
+        # Workers load the dataset themselves from its name or --data-dir and make the inputs
+        # this process made; data that only exists here (the estimator's arrays) goes through
+        # the object store once, as the inputs it is.
+        if in_memory and config.shift:
+            raise BackendError("--shift moves the training images each epoch, which workers sent data that exists "
+                               "only in this process cannot do; use --backend numba, or drop --shift")
         arrays = ray.put((dataset.x_train, dataset.y_train, layout.dims[-1])) if in_memory else None
-        self.actors = [remote.remote(cfg, int(k1 - k0), arrays) for k0, k1 in self.slices]
+        shipped = None if projection is None or in_memory else ray.put(projection)
+        self.actors = [remote.remote(cfg, int(k1 - k0), arrays, shipped) for k0, k1 in self.slices]
         self.pending = None
         self.started = False
 

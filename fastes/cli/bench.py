@@ -53,6 +53,9 @@ CONFIGS: dict[str, dict] = {
     "lowrank-256-128": dict(population=4096, batch_size=256, hidden=(256, 128), antithetic=True,
                             loss="cross-entropy", shaping="centered-rank", optimizer="adam", perturbation="lowrank",
                             rank=1),
+    # the default preset's generation: lowrank-r1-4096 on the images' first 100 principal coordinates
+    "lowrank-pca100": dict(population=4096, batch_size=256, hidden=(128,), antithetic=True, loss="cross-entropy",
+                           shaping="centered-rank", optimizer="adam", perturbation="lowrank", rank=1, pca=100),
     # the strategies that learn a standard deviation per parameter, at large's population and network
     "pgpe-large": dict(strategy="pgpe", population=1024, batch_size=256, hidden=(128,), antithetic=True,
                        loss="cross-entropy", shaping="centered-rank", optimizer="clipup"),
@@ -102,7 +105,7 @@ class Generation:
 
     def useful_flops(self) -> float:
         """2 x :func:`useful_macs` on this generation's batch."""
-        indptr = self.trainer.dataset.csr("train")[0]
+        indptr = self.trainer.inputs.csr("train")[0]  # what the network sees: --pca's coordinates too
         nnz = float(np.sum(indptr[self.rows + 1] - indptr[self.rows]))
         return 2.0 * useful_macs(self.config, self.trainer.layout.dims, nnz)
 

@@ -11,6 +11,8 @@ import numpy as np
 from ..io import report
 from ..backends import predict_logits
 from ..io.data import load_dataset
+from ..io.projection import project_rows, projected
+from ..backends.workspace import dense_to_csr
 from ..errors import DatasetError, ModelFileError, one_line
 from ..io.paths import regular_file
 from ..backends.reference import hidden_layers, losses_from_logits
@@ -41,21 +43,25 @@ def evaluate_model(model_path, dataset: str | None = None, data_dir: str | None 
 
     The dataset and loss default to those the model was trained with.
     """
-    layout, theta, config = load_model(model_path)
+    layout, theta, config, projection = load_model(model_path)
     with np.errstate(all="ignore"):  # a model with huge weights scores inf; that is its result
-        return _evaluate(model_path, layout, theta, config, dataset, data_dir)
+        return _evaluate(model_path, (layout, theta, config, projection), dataset, data_dir)
 
 
-def _evaluate(model_path, layout, theta, config, dataset, data_dir) -> dict:
+def _evaluate(model_path, model, dataset, data_dir) -> dict:
+    layout, theta, config, projection = model
     name = dataset or config.get("dataset", "mnist")
     recorded = data_dir is None and dataset is None and config.get("data_dir") is not None
     data_dir = data_dir if data_dir is not None else (config.get("data_dir") if dataset is None else None)
     ds = load_dataset(name, data_dir, if_moved="point to them with --data-dir NEW_DIR" if recorded else None)
-    if ds.n_features != layout.dims[0] or ds.n_classes > layout.dims[-1]:
+    n_inputs = layout.dims[0] if projection is None else projection.components.shape[0]
+    if ds.n_features != n_inputs or ds.n_classes > layout.dims[-1]:
         raise ModelFileError(
-            f"model {model_path} takes {layout.dims[0]} inputs and {layout.dims[-1]} classes, "
+            f"model {model_path} takes {n_inputs} inputs and {layout.dims[-1]} classes, "
             f"but dataset {ds.name} has {ds.n_features} features and {ds.n_classes} classes"
         )
+    if projection is not None:  # the coordinates the network was trained on, by the training's own kernel
+        ds = projected(ds, projection)
     logits = _finite(predict_logits(theta, layout, csr=ds.csr("test")), model_path, f"{ds.name}'s test images")
     loss = config.get("loss", "mse")
     row_loss, ok = losses_from_logits(logits, ds.y_test, loss)
@@ -157,11 +163,14 @@ def _too_large(path, pixels: int | None) -> str:
 
 def predict_images(model_path, images: list[str], invert: bool = False) -> list[dict]:
     """Label and class probabilities of each image file."""
-    layout, theta, _ = load_model(model_path)
-    side = int(round(np.sqrt(layout.dims[0])))
-    if side * side != layout.dims[0]:
-        raise ModelFileError(f"model {model_path} takes {layout.dims[0]} inputs, not a square image")
+    layout, theta, _, projection = load_model(model_path)
+    n_inputs = layout.dims[0] if projection is None else projection.components.shape[0]
+    side = int(round(np.sqrt(n_inputs)))
+    if side * side != n_inputs:
+        raise ModelFileError(f"model {model_path} takes {n_inputs} inputs, not a square image")
     x = np.stack([load_image(p, side, invert) for p in images])
+    if projection is not None:
+        x = project_rows(dense_to_csr(x), projection)
     with np.errstate(all="ignore"):
         probs = softmax(_finite(predict_logits(theta, layout, x), model_path, "the images"))
     return [

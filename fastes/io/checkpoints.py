@@ -2,7 +2,9 @@
 
 Model file (``model.npz``): arrays ``W0, b0, W1, b1, ...`` with ``Wk`` of shape
 (fan_in, fan_out) float32, plus ``config``, a 0-d string array holding the run's
-configuration as JSON. Loads with ``np.load(path)`` and no pickle.
+configuration as JSON, and for a ``--pca K`` run ``pca_mean`` (n_features,) and
+``pca_components`` (n_features, K), which put an input where ``W0`` expects it:
+``(x - pca_mean) @ pca_components``. Loads with ``np.load(path)`` and no pickle.
 
 Checkpoint (``checkpoint.npz``): parameters, optimizer state, the standard deviations of a
 strategy that learns them, counters, and the metrics so far (as JSON), written atomically:
@@ -27,6 +29,7 @@ import numpy as np
 from ..config import LEARNED_SIGMA, Config, ConfigError
 from ..errors import ModelFileError, one_line
 from .paths import regular_file
+from .projection import Projection
 from ..layout import ParamLayout
 from ..memory import available_bytes, format_bytes
 from ..state import METRIC_COLUMNS, TrainState
@@ -77,9 +80,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
-def save_model(path: str | Path, layout: ParamLayout, theta: np.ndarray, config: dict) -> None:
+def save_model(path: str | Path, layout: ParamLayout, theta: np.ndarray, config: dict,
+               projection: Projection | None = None) -> None:
     """Write ``model.npz`` (see module docstring)."""
     arrays = layout.to_arrays(theta)
+    if projection is not None:
+        arrays["pca_mean"], arrays["pca_components"] = projection.mean, projection.components
     arrays["config"] = np.array(json.dumps(config))
     atomic_write(Path(path), lambda fh: np.savez(fh, **arrays))
 
@@ -158,15 +164,33 @@ def _model_config(config: dict, path) -> dict:
     return config
 
 
-def load_model(path: str | Path) -> tuple[ParamLayout, np.ndarray, dict]:
+def load_model(path: str | Path) -> tuple[ParamLayout, np.ndarray, dict, Projection | None]:
     """Read a model file: layout (with the activation its config records), parameters (P,)
-    float32, and its config dict."""
+    float32, its config dict, and the ``--pca`` projection of its inputs (None: it takes the
+    features as they are)."""
     path = Path(path)
     arrays = read_npz(path, "model")
     config = _model_config(_json_entry(arrays["config"], path, "model", "config"), path) if "config" in arrays else {}
     # files written before --activation existed hold ReLU networks
     layout, theta = ParamLayout.from_arrays(arrays, str(path), config.get("activation", "relu"))
-    return layout, theta, config
+    return layout, theta, config, _projection(arrays, layout, path)
+
+
+def _projection(arrays: dict, layout: ParamLayout, path) -> Projection | None:
+    """A model file's ``pca_mean`` and ``pca_components``, checked against its first layer."""
+    mean, components = arrays.get("pca_mean"), arrays.get("pca_components")
+    if mean is None and components is None:
+        return None
+    if mean is None or components is None:
+        raise ModelFileError(f"model file {path} has one of pca_mean and pca_components but not the other; "
+                             "the file was edited or damaged")
+    if (components.ndim != 2 or mean.shape != (components.shape[0],) or components.shape[1] != layout.dims[0]
+            or components.dtype.kind != "f" or mean.dtype.kind != "f"):
+        raise ModelFileError(f"model file {path}: pca_components {components.shape} and pca_mean {mean.shape} do not "
+                             f"fit its first layer's {layout.dims[0]} inputs; the file was edited or damaged")
+    if not (np.isfinite(mean).all() and np.isfinite(components).all()):
+        raise ModelFileError(f"model file {path}: its pca_mean or pca_components contain NaN or infinity")
+    return Projection(mean.astype(np.float32), np.ascontiguousarray(components, dtype=np.float32))
 
 
 def save_checkpoint(path: str | Path, state: TrainState, config: dict, layout: ParamLayout) -> None:

@@ -376,7 +376,7 @@ def write_results(out: Path, trainer: Trainer, state: TrainState, finished: bool
         "threads": trainer.backend.threads,
         "backend": cfg.backend,
     }
-    save_model(out / "model.npz", layout, theta, cfg.to_dict())
+    save_model(out / "model.npz", layout, theta, cfg.to_dict(), trainer.projection)
     report.write_metrics_csv(out / "metrics.csv", state.history)
     title = f"fastes {cfg.backend}: test accuracy {test_acc:.4f}"
     if state.history:
