@@ -20,7 +20,7 @@ RUNS = ("seed", "seed-numpy", "default")
 README_RUNS = ("seed", "default", "binary")
 #: The strategies comparison: row label -> results folder.
 STRATEGY_RUNS = {"openai-es (`default`": "default", "pgpe (`pgpe`": "pgpe", "snes (`snes`": "snes"}
-LEVELS = ("0.80", "0.85", "0.89", "0.95", "0.97")
+LEVELS = ("0.80", "0.85", "0.89", "0.95", "0.97", "0.98")
 
 
 def summary(run: str) -> dict:
