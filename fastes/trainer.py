@@ -190,8 +190,11 @@ class Trainer:
         order = epoch_order(cfg.seed, probe.epoch, self.n_train, cfg.shuffle)
         seconds = min(self.FIT_SECONDS, 0.01 * cfg.max_seconds)
         seconds_left = max(cfg.max_seconds - state.elapsed, 0.0)
+        epoch_seconds = self._epoch_setup_seconds(state)
 
         def budget_epochs(rate: float) -> int:
+            # every epoch also moves (and projects) its rows: generations per second net of that
+            rate = 1.0 / (1.0 / rate + epoch_seconds / self.n_batches)
             return math.floor((state.generation + rate * seconds_left * self.FIT_MARGIN) / self.n_batches)
 
         timed, started = 0, time.perf_counter()
@@ -210,6 +213,17 @@ class Trainer:
         if self.progress is not None:
             self.progress({"stage": "plan", "epochs": epochs, "rate": self.planned_rate, "max_seconds": cfg.max_seconds})
         return epochs
+
+    def _epoch_setup_seconds(self, state: TrainState) -> float:
+        """Seconds ``--shift`` takes to move (and with ``--pca`` project) an epoch's rows, timed
+        on the next epoch's, the current epoch's rows set back after; 0 without ``--shift``."""
+        if self.shifted is None:
+            return 0.0
+        started = time.perf_counter()
+        self.shifted.set_epoch(state.epoch + 1)
+        seconds = time.perf_counter() - started
+        self.shifted.set_epoch(state.epoch)
+        return seconds
 
     # ------------------------------------------------------------------ loop
 

@@ -194,6 +194,27 @@ def test_fitting_the_budget_leaves_the_state_unchanged():
     assert all(not np.any(v) for v in state.optimizer.values())
 
 
+def test_the_plan_counts_the_seconds_each_epoch_spends_moving_its_rows(monkeypatch):
+    """--shift moves (and with --pca projects) the rows at every epoch's start: the plan times
+    that once and leaves the rows as they were; an epoch that costs a budget's share more fits
+    fewer epochs."""
+    cfg = preset("quick").replace(epochs=50, shift=1, pca=20, fit_budget=True, max_seconds=2.0)
+    trainer = Trainer(cfg)
+    state = trainer.initial_state()
+    trainer.prepare(state)
+    rows = trainer.shifted.out.copy()
+    assert trainer._epoch_setup_seconds(state) > 0 and np.array_equal(trainer.shifted.out, rows)
+    free = Trainer(cfg)
+    free.prepare(state)
+    monkeypatch.setattr(free, "_epoch_setup_seconds", lambda state: 0.0)
+    slow = Trainer(cfg)
+    slow.prepare(state)
+    monkeypatch.setattr(slow, "_epoch_setup_seconds", lambda state: 0.5)  # a quarter of the budget per epoch
+    assert slow.fit_budget(state) < free.fit_budget(state)
+    assert slow.config.epochs <= 3  # at most 2 s / 0.5 s epochs, whatever the generations cost
+    assert Trainer(preset("quick"))._epoch_setup_seconds(state) == 0.0
+
+
 def test_fitting_a_budget_too_short_for_an_epoch_times_one_generation(monkeypatch):
     """Once even twice the measured rate cannot fit the next epoch, more timing cannot change
     the plan; a budget that holds many epochs is timed for at least two generations."""
