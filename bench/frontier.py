@@ -126,8 +126,11 @@ Full-length runs: results/default (the timed bare `fastes train` of the default 
 timed run (results/default before, 48 epochs planned at 19.53 generations/s on a slower day of
 the machine: 0.95 after 36.1 s, 0.97 after 143.3 s, 0.9754 at 577.6 s), shift1-timed a timed
 `fastes train --shift 1` on the pixels (46 epochs planned; 0.95 after 30.0 s, 0.97 after
-106.6 s, 0.9767 at 510.9 s). Test at 20 s and 60 s from their metrics.csv rows by
-generations, as above:
+106.6 s, 0.9767 at 510.9 s), and threads1-timed the default preset on one thread, a machine
+about half as fast (`fastes train --threads 1`: 17.6 generations/s measured, 41 epochs
+planned and all run in 518.8 s; 0.95 after 24.4 s, 0.97 after 63.0 s, 0.98 after 303.8 s,
+0.9817 at its end). Test at 20 s and 60 s from their metrics.csv rows by generations, as
+above:
 """
 FOOTER = """
 Every trial's curve is in results/frontier/screen.jsonl; results/frontier.png plots them.

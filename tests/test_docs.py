@@ -85,7 +85,7 @@ def test_site_builds_strict_with_every_page(site):
 def test_api_reference_shows_the_public_docstrings(site):
     from fastes.backends import reference, workspace
     from fastes.estimator import PARAMETERS, ESClassifier
-    from fastes.io import checkpoints, data
+    from fastes.io import checkpoints, data, projection
 
     estimator = _text(site / "reference" / "estimator" / "index.html")
     assert _shows_docstring(estimator, ESClassifier)
@@ -106,7 +106,8 @@ def test_api_reference_shows_the_public_docstrings(site):
     for name in ("OpenES", "PGPE", "SNES", "tell"):
         assert name in strategies, name
     io = _text(site / "reference" / "io" / "index.html")
-    for obj in (checkpoints.load_model, checkpoints.save_model, data.load_dataset):
+    for obj in (checkpoints.load_model, checkpoints.save_model, data.load_dataset, projection.principal_directions,
+                projection.network_inputs):
         assert obj.__name__ in io and _shows_docstring(io, obj), obj.__name__
     config = _text(site / "reference" / "config" / "index.html")
     for name in ("fastes.config.Config", "fastes.config.preset"):

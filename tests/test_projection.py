@@ -11,9 +11,9 @@ from fastes.backends.kernels.inputs import _gram, _project_rows
 from fastes.backends.workspace import dense_to_csr
 from fastes.cli.evaluate import evaluate_model, predict_images
 from fastes.config import ConfigError, preset
+from fastes.errors import ModelFileError
 from fastes.io.checkpoints import load_model, save_model
 from fastes.io.projection import Projection, principal_directions, project_rows
-from fastes.errors import ModelFileError
 from fastes.memory import run_bytes
 from fastes.trainer import Trainer
 
@@ -55,7 +55,7 @@ def test_principal_directions_are_numpys_pca():
     p = principal_directions(dense_to_csr(x), 12, 5)
     assert p.components.dtype == p.mean.dtype == np.float32 and p.components.shape == (12, 5)
     np.testing.assert_allclose(p.mean, x.mean(axis=0), rtol=1e-5, atol=1e-6)
-    values, vectors = np.linalg.eigh(np.cov(x.astype(np.float64), rowvar=False, bias=True))
+    _, vectors = np.linalg.eigh(np.cov(x.astype(np.float64), rowvar=False, bias=True))
     top = vectors[:, ::-1][:, :5]
     # the same directions (up to sign), orthonormal, each signed by its largest entry
     np.testing.assert_allclose(np.abs(top.T @ p.components), np.eye(5), atol=1e-5)
@@ -68,7 +68,7 @@ def test_principal_directions_are_numpys_pca():
 
 @pytest.mark.parametrize("k", [0, 13])
 def test_more_directions_than_features_is_refused(k):
-    with pytest.raises(ConfigError, match=f"--pca {k} asks for"):
+    with pytest.raises(ConfigError, match=f"--pca {k} is not a number of principal directions of data with 12"):
         principal_directions(dense_to_csr(sparse_rows(0)[:, :12]), 12, k)
 
 
@@ -106,8 +106,8 @@ def test_pca_model_file_evaluates_and_predicts_on_images(tmp_path, run_cli):
     assert config["pca"] == 20 and layout.dims[0] == 20 and projection.components.shape == (64, 20)
     summary = json.loads((out / "summary.json").read_text())
     assert evaluate_model(out / "model.npz")["test_accuracy"] == summary["final"]["test_accuracy"]
-    from sklearn.datasets import load_digits
     from PIL import Image
+    from sklearn.datasets import load_digits
 
     image = load_digits().images[0]  # a 0
     Image.fromarray((image * 255 / 16).astype(np.uint8)).save(tmp_path / "zero.png")
@@ -134,7 +134,8 @@ def test_damaged_pca_arrays_are_refused(tmp_path, drop, words):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--pca", "65"], "--pca 65 asks for more principal directions than the data's 64 features"),
+    (["--pca", "65"], "--pca 65 is not a number of principal directions of data with 64 features; give --pca "
+                      "between 1 and 64"),
     (["--pca", "-1"], "--pca"),
 ])
 def test_bad_pca_is_one_line(tmp_path, run_cli, args, words):

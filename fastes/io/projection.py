@@ -18,6 +18,7 @@ import dataclasses
 from typing import NamedTuple
 
 import numpy as np
+
 from ..config import ConfigError
 from .data import Dataset, ShiftedRows, shifted
 
@@ -59,7 +60,7 @@ def principal_directions(csr: tuple[np.ndarray, np.ndarray, np.ndarray], n_featu
         solver).
     """
     if not 1 <= k <= n_features:
-        raise ConfigError(f"--pca {k} asks for more principal directions than the data's {n_features} features; "
+        raise ConfigError(f"--pca {k} is not a number of principal directions of data with {n_features} features; "
                           f"give --pca between 1 and {n_features}, or 0 for the inputs as they are")
     n = len(csr[0]) - 1
     from ..backends.kernels.inputs import _gram
