@@ -108,9 +108,11 @@ def run_bytes(config, n_train: int, n_test: int, n_features: int, n_classes: int
         # --shift: the moved training rows (indices and values) and each entry's row and pixel
         # (int32, two narrow ints), beside the unmoved CSR copy (fastes.io.data.ShiftedRows)
         "shifted training rows": (8 * (nnz + n_train + 1) + 6 * nnz) if config.shift else 0,
-        # --pca: both splits' coordinates (float32) and their CSR column numbers (int32), and the
-        # float64 covariance with its eigenvectors (fastes.io.projection)
-        "principal coordinates": ((n_train + n_test) * (8 * config.pca + 8) + 24 * n_features**2) if config.pca else 0,
+        # --pca: both splits' coordinates (float32) and their CSR column numbers (int32), with
+        # --shift the moved training coordinates (float32), and the float64 covariance with its
+        # eigenvectors (fastes.io.projection)
+        "principal coordinates": ((n_train + n_test) * (8 * config.pca + 8) + (4 * n_train * config.pca if config.shift
+                                  else 0) + 24 * n_features**2) if config.pca else 0,
     }
     if config.backend == "numpy":
         chunk = min(MEMBER_CHUNK, n_noise) * (2 if config.antithetic else 1)

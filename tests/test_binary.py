@@ -67,17 +67,6 @@ def test_relu_models_report_no_binary_check(tmp_path, run_cli):
     assert result["activation"] == "relu" and "hidden_values" not in result
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--activation", "sign", "--hidden", ""], "has none; give --hidden sizes, or --activation relu"),
-    (["--activation", "binary"], "invalid choice: 'binary'"),
-    (["--loss", "hinge"], "invalid choice: 'hinge'"),
-])
-def test_bad_activation_or_loss_is_one_line(tmp_path, run_cli, args, words):
-    code, _, err, shown = run_cli(["train", "--preset", "quick", *args, "--out", tmp_path / "run"])
-    assert code == 2 and words in err and err.count("\n") == 1 and not shown
-    assert not (tmp_path / "run").exists()
-
-
 def test_estimator_trains_sign_neurons():
     from sklearn.datasets import load_digits
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 
 SEED = ["--preset", "seed", "--quiet"]
+QUICK = ["--preset", "quick", "--quiet"]
 
 
 def assert_refused(run_cli, snapshot, args, match: str, *roots: Path) -> str:
@@ -193,6 +194,14 @@ CASES = {
     "strategy-sigma-schedule": (["train", *SEED, "--strategy", "snes", "--sigma-schedule", "exponential", "--out", NEW],
                                 "--strategy snes learns its standard deviations"),
     "flag-sigma-max-change": (["train", *SEED, "--sigma-max-change", "1", "--out", NEW], r"must be in \[0, 1\)"),
+    "activation-without-hidden": (["train", *QUICK, "--activation", "sign", "--hidden", "", "--out", NEW],
+                                  "has none; give --hidden sizes, or --activation relu"),
+    "activation-unknown": (["train", *QUICK, "--activation", "binary", "--out", NEW], "invalid choice: 'binary'"),
+    "loss-unknown": (["train", *QUICK, "--loss", "hinge", "--out", NEW], "invalid choice: 'hinge'"),
+    "pca-more-than-features": (["train", *QUICK, "--pca", "65", "--out", NEW],
+                               "--pca 65 is not a number of principal directions of data with 64 features; "
+                               "give --pca between 1 and 64"),
+    "pca-negative": (["train", *QUICK, "--pca", "-1", "--out", NEW], "--pca"),
     # sizes that cannot fit (4 GiB available): checked before allocating, saying what fits
     "size-hidden": (["train", *SEED, "--data-dir", "{w}/data", "--hidden", "100000,100000", "--out", NEW],
                     r"needs about .* it fits with at most .*--hidden \d+,\d+"),

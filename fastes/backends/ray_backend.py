@@ -15,7 +15,6 @@ parameter count P. The state crosses the network once, when training starts or r
 from __future__ import annotations
 
 import math
-
 import socket
 
 import numpy as np

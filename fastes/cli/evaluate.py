@@ -54,7 +54,7 @@ def _evaluate(model_path, model, dataset, data_dir) -> dict:
     recorded = data_dir is None and dataset is None and config.get("data_dir") is not None
     data_dir = data_dir if data_dir is not None else (config.get("data_dir") if dataset is None else None)
     ds = load_dataset(name, data_dir, if_moved="point to them with --data-dir NEW_DIR" if recorded else None)
-    n_inputs = layout.dims[0] if projection is None else projection.components.shape[0]
+    n_inputs = _n_inputs(layout, projection)
     if ds.n_features != n_inputs or ds.n_classes > layout.dims[-1]:
         raise ModelFileError(
             f"model {model_path} takes {n_inputs} inputs and {layout.dims[-1]} classes, "
@@ -78,6 +78,11 @@ def _evaluate(model_path, model, dataset, data_dir) -> dict:
         "n_test": int(len(ds.y_test)),
         "report": report.classification_table(ds.y_test, predictions, labels),
     }
+
+
+def _n_inputs(layout, projection) -> int:
+    """Features a model file takes: its first layer's, or those its ``--pca`` projection reads."""
+    return layout.dims[0] if projection is None else projection.components.shape[0]
 
 
 def _binary_check(theta, layout, ds) -> dict:
@@ -164,7 +169,7 @@ def _too_large(path, pixels: int | None) -> str:
 def predict_images(model_path, images: list[str], invert: bool = False) -> list[dict]:
     """Label and class probabilities of each image file."""
     layout, theta, _, projection = load_model(model_path)
-    n_inputs = layout.dims[0] if projection is None else projection.components.shape[0]
+    n_inputs = _n_inputs(layout, projection)
     side = int(round(np.sqrt(n_inputs)))
     if side * side != n_inputs:
         raise ModelFileError(f"model {model_path} takes {n_inputs} inputs, not a square image")

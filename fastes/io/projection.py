@@ -89,8 +89,8 @@ def project_rows(csr: tuple[np.ndarray, np.ndarray, np.ndarray], projection: Pro
 
 
 def _dense_csr(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every entry of ``x`` (N, k) as CSR, its values a view of ``x``: rewriting ``x`` in
-    place rewrites the rows a backend holds."""
+    """Every entry of ``x`` (N, k) as CSR, its values a view of ``x`` (no pass over the
+    coordinates to drop zeros, which they almost never are)."""
     n, k = x.shape
     indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
     return indptr, np.tile(np.arange(k, dtype=np.int32), n), x.reshape(-1)
@@ -101,7 +101,7 @@ def projected(dataset: Dataset, projection: Projection) -> Dataset:
     splits = {name: project_rows(dataset.csr(name), projection) for name in ("train", "test")}
     out = dataclasses.replace(dataset, x_train=splits["train"], x_test=splits["test"])
     for name, x in splits.items():
-        out._csr[name] = _dense_csr(x)  # every entry kept: the shifted rows are rewritten in place
+        out._csr[name] = _dense_csr(x)
     return out
 
 
@@ -156,10 +156,12 @@ def network_inputs(config, dataset: Dataset, projection: Projection | None = Non
     moved, moves = shifted(dataset, config.shift, config.seed)
     if projection is None:
         return NetworkInputs(moved, scored, moves, None)
-    # the moved coordinates in an array of their own, rewritten in place each epoch
-    x = scored.x_train.copy()
+    # the moved coordinates in an array of their own, written whole by each epoch's set_epoch,
+    # in the unmoved split's CSR structure (every entry kept)
+    x = np.empty_like(scored.x_train)
+    indptr, indices, _ = scored.csr("train")
     train = dataclasses.replace(scored, x_train=x)
-    train._csr.update(train=_dense_csr(x), test=scored.csr("test"))
+    train._csr.update(train=(indptr, indices, x.reshape(-1)), test=scored.csr("test"))
     moves = ProjectedShift(moves, projection, x)
     moves.set_epoch(0)
     return NetworkInputs(train, scored, moves, projection)
